@@ -1,0 +1,50 @@
+# The two commands a user needs: `make repro` and `make test`. Everything runs inside .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DVC_NO_ANALYTICS := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: help install repro test test-all lint format lock sweep bench lab clean-venv
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+# The venv is rebuilt when the lock file or pyproject changes; the stamp records a finished install.
+$(BIN)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m ipykernel install --user --name python3 --display-name "Python 3 (pds)" >/dev/null
+	touch $@
+
+install: $(BIN)/.installed  ## create .venv and install the locked environment
+
+repro: install  ## run the whole pipeline (dvc repro): toy world -> ... -> results/evaluate/metrics.json
+	$(BIN)/dvc repro
+
+test: install  ## the test suite (CPU, no network)
+	$(BIN)/python -m pytest -q
+
+test-all: install  ## also the slow tests (full toy-model quality checks)
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+lint: install  ## ruff + notebooks stripped of outputs
+	$(BIN)/ruff check pds tests benchmarks
+	$(BIN)/nbstripout --verify notebooks/*.ipynb
+
+format: install
+	$(BIN)/ruff check --fix pds tests benchmarks
+	$(BIN)/nbstripout notebooks/*.ipynb
+
+lock:  ## rewrite requirements.lock from the current .venv
+	{ echo "# Exact versions \`make\` installs (pip freeze of a working .venv, Python 3.11, x86_64). Regenerate: make lock"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^pds'; } > requirements.lock
+
+lab: install  ## JupyterLab on the notebooks (add --allow-root when running as root)
+	$(BIN)/jupyter lab notebooks/
+
+clean-venv:
+	rm -rf $(VENV)

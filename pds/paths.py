@@ -1,0 +1,32 @@
+"""Paths anchored at the repository root, so notebooks run the same from Jupyter (cwd notebooks/)
+and from papermill / DVC (cwd repo root)."""
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+RAW = DATA / "raw"
+MODELS = ROOT / "models"
+RESULTS = ROOT / "results"
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """Absolute paths stay as they are; relative paths are taken from the repository root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else ROOT / p
+
+
+def device() -> str:
+    """The torch device from `PDS_DEVICE` (cpu by default); not a param, so switching keeps DVC's cache valid."""
+    return os.environ.get("PDS_DEVICE", "cpu")
+
+
+def batch_size(default: int) -> int:
+    """Batch size from `PDS_BATCH_SIZE`; it changes speed, never results, so it is not a param."""
+    return int(os.environ.get("PDS_BATCH_SIZE", default))
+
+
+def num_workers(default: int = 0) -> int:
+    """Data-loader worker processes from `PDS_NUM_WORKERS`."""
+    return int(os.environ.get("PDS_NUM_WORKERS", default))
