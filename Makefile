@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
+# dvc runs stage commands (papermill, python) in a shell: they must resolve to the venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help install repro test test-all lint format lock sweep bench lab clean-venv
 
@@ -17,7 +19,7 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
-	$(BIN)/python -m ipykernel install --user --name python3 --display-name "Python 3 (pds)" >/dev/null
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pds)" >/dev/null
 	touch $@
 
 install: $(BIN)/.installed  ## create .venv and install the locked environment

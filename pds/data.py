@@ -33,6 +33,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; artefacts are ordinary readable files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -67,8 +68,8 @@ def load_table(path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def save_json(path, obj) -> Path:
-    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
+def save_json(path, obj, indent: int | None = 2) -> Path:
+    text = json.dumps(obj, indent=indent, sort_keys=False, allow_nan=False) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 

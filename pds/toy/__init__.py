@@ -1,0 +1,1 @@
+"""The embedded default: a procedurally generated image-caption dataset (`world`) and the toy models trained on it."""

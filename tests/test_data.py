@@ -1,0 +1,166 @@
+"""Dataset loaders (Karpathy and BLIP formats), caption preprocessing, bad input, atomic artefact I/O."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pds import data
+
+
+def write_png(path, colour=(255, 0, 0)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), colour).save(path)
+
+
+def karpathy(root, images):
+    (root / "dataset_toy.json").write_text(json.dumps({"dataset": "toy", "images": images}))
+    return root / "dataset_toy.json"
+
+
+def kp_entry(name, split, caps, filepath="imgs"):
+    return {"filename": name, "filepath": filepath, "split": split, "sentences": [{"raw": c} for c in caps]}
+
+
+def test_karpathy_tables(tmp_path):
+    ann = karpathy(tmp_path, [
+        kp_entry("a.png", "train", ["A red Circle.", "a  red disc!"]),
+        kp_entry("b.png", "restval", ["Blue square"]),
+        kp_entry("c.png", "test", ["green, triangle", "x", "y"]),
+    ])
+    images, captions = data.load_karpathy(ann)
+    assert list(images.columns) == data.IMAGE_COLUMNS and list(captions.columns) == data.CAPTION_COLUMNS
+    assert images.image_id.tolist() == [0, 1, 2]
+    assert images.path.tolist() == ["imgs/a.png", "imgs/b.png", "imgs/c.png"]
+    assert images.split.tolist() == ["train", "train", "test"]  # restval counts as train
+    assert captions.caption_id.tolist() == list(range(6))
+    assert captions.image_id.tolist() == [0, 0, 1, 2, 2, 2]
+    assert captions.caption.tolist()[:3] == ["a red circle", "a red disc", "blue square"]
+    assert captions.split.tolist() == ["train"] * 3 + ["test"] * 3
+
+
+def test_blip_tables_match_karpathy(tmp_path):
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    (ann / "flickr30k_train.json").write_text(json.dumps([
+        {"image": "imgs/a.png", "caption": "A red Circle.", "image_id": "a"},
+        {"image": "imgs/a.png", "caption": "a  red disc!", "image_id": "a"},
+        {"image": "imgs/b.png", "caption": "Blue square", "image_id": "b"},
+    ]))
+    (ann / "flickr30k_val.json").write_text(json.dumps([]))
+    (ann / "flickr30k_test.json").write_text(json.dumps([{"image": "imgs/c.png", "caption": ["green, triangle", "x"]}]))
+    images, captions = data.load_dataset(tmp_path, "blip", "flickr30k")
+    assert images.path.tolist() == ["imgs/a.png", "imgs/b.png", "imgs/c.png"]
+    assert captions.image_id.tolist() == [0, 0, 1, 2, 2]
+    assert captions.caption.tolist()[:2] == ["a red circle", "a red disc"]
+
+
+def test_preprocess_caption():
+    assert data.preprocess_caption("A Dog; runs (fast)!  Now.") == "a dog runs fast now"
+    long = " ".join(f"w{i}" for i in range(40))
+    assert len(data.preprocess_caption(long).split()) == 30
+    assert len(data.preprocess_caption(long, max_words=0).split()) == 40
+
+
+def test_preprocessing_is_switchable(tmp_path):
+    ann = karpathy(tmp_path, [kp_entry("a.png", "train", ["A Red Circle."])])
+    _, captions = data.load_karpathy(ann, preprocess=False)
+    assert captions.caption[0] == "A Red Circle."
+
+
+@pytest.mark.parametrize("images, message", [
+    ([kp_entry("a.png", "train", ["x"]), kp_entry("a.png", "test", ["y"])], "duplicates entry 0"),
+    ([kp_entry("a.png", "train", ["ok", "  "])], "caption 1 is empty"),
+    ([kp_entry("a.png", "train", [])], "has no captions"),
+    ([kp_entry("a.png", "holdout", ["x"])], "has split 'holdout'"),
+    ([{"filename": "a.png", "split": "train"}], "entry 0 lacks"),
+    ([kp_entry("a.png", "train", ["!!!"])], "empty after preprocessing"),
+])
+def test_karpathy_bad_entries(tmp_path, images, message):
+    ann = karpathy(tmp_path, images)
+    with pytest.raises(ValueError, match=message):
+        data.load_karpathy(ann)
+
+
+def test_missing_and_malformed_annotation_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="annotation file"):
+        data.load_karpathy(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        data.load_karpathy(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(ValueError, match="not a Karpathy split file"):
+        data.load_karpathy(tmp_path / "list.json")
+    with pytest.raises(FileNotFoundError, match="dataset root"):
+        data.load_dataset(tmp_path / "missing")
+    with pytest.raises(ValueError, match="unknown annotation format"):
+        data.load_dataset(tmp_path, "coco-json")
+
+
+def test_blip_bad_entries(tmp_path):
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    (ann / "f_train.json").write_text(json.dumps([{"image": "a.png", "caption": ["not", "a string"]}]))
+    (ann / "f_val.json").write_text("[]")
+    (ann / "f_test.json").write_text("[]")
+    with pytest.raises(ValueError, match="one caption string"):
+        data.load_blip(ann, "f")
+    (ann / "f_train.json").write_text(json.dumps([{"image": "a.png"}]))
+    with pytest.raises(ValueError, match="entry 0 lacks"):
+        data.load_blip(ann, "f")
+
+
+def test_image_paths_stay_inside_root(tmp_path):
+    write_png(tmp_path / "root" / "imgs" / "a.png")
+    assert data.resolve_image_path(tmp_path / "root", "imgs/a.png").name == "a.png"
+    for bad in ["../outside.png", "/etc/passwd", "imgs/../../x.png", ""]:
+        with pytest.raises(ValueError, match="dataset root|non-empty"):
+            data.resolve_image_path(tmp_path / "root", bad)
+    (tmp_path / "outside.png").write_bytes(b"")
+    (tmp_path / "root" / "link.png").symlink_to(tmp_path / "outside.png")
+    with pytest.raises(ValueError, match="escapes"):
+        data.resolve_image_path(tmp_path / "root", "link.png")
+
+
+def test_missing_and_corrupt_images_are_named(tmp_path):
+    write_png(tmp_path / "ok.png")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG not really")
+    assert data.load_image(tmp_path, "ok.png").size == (8, 8)
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        data.load_image(tmp_path, "gone.png")
+    with pytest.raises(ValueError, match="corrupt.png.*corrupt"):
+        data.load_image(tmp_path, "corrupt.png")
+    images = pd.DataFrame({"image_id": [0, 1, 2], "path": ["ok.png", "gone.png", "corrupt.png"],
+                           "split": ["train"] * 3})
+    report = data.validate_images(images, tmp_path)
+    assert report.image_id.tolist() == [1, 2]
+
+
+def test_atomic_writers_roundtrip_and_leave_no_temp_files(tmp_path):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    data.save_npy(tmp_path / "a" / "x.npy", x)
+    np.testing.assert_array_equal(data.load_npy(tmp_path / "a" / "x.npy"), x)
+    df = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    data.save_table(tmp_path / "t.parquet", df)
+    pd.testing.assert_frame_equal(data.load_table(tmp_path / "t.parquet"), df)
+    data.save_json(tmp_path / "m.json", {"k": [1, 2]})
+    assert data.load_json(tmp_path / "m.json") == {"k": [1, 2]}
+    with pytest.raises(ValueError):
+        data.save_json(tmp_path / "m.json", {"k": float("nan")})  # NaN is refused; the old file survives
+    assert data.load_json(tmp_path / "m.json") == {"k": [1, 2]}
+    assert not list(tmp_path.rglob("*.tmp"))
+    with pytest.raises(FileNotFoundError, match="dvc repro"):
+        data.load_npy(tmp_path / "missing.npy")
+
+
+def test_same_array_same_bytes(tmp_path):
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    data.save_npy(tmp_path / "1.npy", x)
+    data.save_npy(tmp_path / "2.npy", x)
+    assert (tmp_path / "1.npy").read_bytes() == (tmp_path / "2.npy").read_bytes()
+    img = Image.new("RGB", (4, 4), (1, 2, 3))
+    data.save_png(tmp_path / "1.png", img)
+    data.save_png(tmp_path / "2.png", img)
+    assert (tmp_path / "1.png").read_bytes() == (tmp_path / "2.png").read_bytes()

@@ -1,0 +1,39 @@
+"""Packaging: pyproject.toml, environment.yml and requirements.lock describe the same environment."""
+
+import re
+import tomllib
+
+import yaml
+
+from pds.paths import ROOT
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return project["dependencies"] + project["optional-dependencies"]["dev"]
+
+
+def test_environment_yml_lists_the_pyproject_dependencies():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "python=3.11" in env["dependencies"]
+    pip = next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
+    pip = [p for p in pip if not p.startswith("-e")]
+    assert sorted(map(_name, pip)) == sorted(map(_name, _pyproject()))
+    # the same pins where pyproject pins (torch / torchvision must come from the local wheels)
+    pins = {_name(r): r.replace(" ", "") for r in _pyproject() if "==" in r}
+    assert pins == {_name(r): r.replace(" ", "") for r in pip if "==" in r}
+
+
+def test_lock_pins_every_dependency_exactly():
+    lock = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            lock[_name(name)] = version
+    for req in _pyproject():
+        assert _name(req) in lock, f"{req} is missing from requirements.lock (run make lock)"
+    assert lock["torch"] == "2.14.1" and lock["torchvision"] == "0.29.1"
