@@ -108,9 +108,3 @@ def load_embeddings(emb_dir) -> Embeddings:
         raise ValueError(f"{emb_dir}: arrays and tables disagree in length; re-run the embed stage.")
     return emb
 
-
-def pair_cosines(image_pairs: np.ndarray, text_pairs: np.ndarray) -> np.ndarray:
-    """Cosine of each (image, caption) row pair -> (n,)."""
-    a = image_pairs / np.linalg.norm(image_pairs, axis=1, keepdims=True)
-    b = text_pairs / np.linalg.norm(text_pairs, axis=1, keepdims=True)
-    return (a * b).sum(1)

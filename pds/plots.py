@@ -99,3 +99,55 @@ def cosine_histograms(ax, cosines: dict[str, np.ndarray], bins: int = 60) -> Non
     ax.set_xlabel("cosine(image, caption)")
     ax.set_ylabel("density")
     ax.legend()
+
+
+# ----------------------------------------------------------------------------------------------------
+# evaluate (notebook 05)
+
+
+def rmean_bars(ax, results: list[dict], methods: list[str], encoders: list[str]) -> None:
+    """Grouped bars of r_mean (mean over seeds, std as error bars): one group per image encoder, one bar per
+    method. `results` are metrics.json entries of a single selection rule."""
+    by = {(r["method"], r["image_encoder"]): r for r in results}
+    width = 0.8 / max(len(methods), 1)
+    x = np.arange(len(encoders))
+    for k, method in enumerate(methods):
+        mean = [by[(method, e)]["r_mean"] if (method, e) in by else np.nan for e in encoders]
+        std = [by[(method, e)]["r_mean_std"] if (method, e) in by else 0.0 for e in encoders]
+        ax.bar(x + (k - (len(methods) - 1) / 2) * width, mean, width, yerr=std, capsize=3, label=method)
+    ax.set_xticks(x, encoders)
+    ax.set_xlabel("student image encoder")
+    ax.set_ylabel("r_mean (%)")
+    ax.legend(ncols=min(len(methods), 5), fontsize=8)
+
+
+def retrieval_examples(queries: list[str], ranked: list[np.ndarray], truth: list[int], wrap: int = 34,
+                       cell_inches: float = 1.2) -> Figure:
+    """Text -> image retrieval: one row per query caption, its top-k images (each (H, W, 3) uint8) left to
+    right; the query's own image is framed in green, the others in grey. `truth[i]` is the rank of the true
+    image in row i, or -1 when it is not among the top k."""
+    if not queries or len(queries) != len(ranked) or len(queries) != len(truth):
+        raise ValueError("give one ranked image list and one true rank per query caption.")
+    k = max(len(r) for r in ranked)
+    fig, axes = plt.subplots(len(queries), k + 1, squeeze=False,
+                             figsize=(cell_inches * (k + 2), cell_inches * len(queries)),
+                             gridspec_kw={"width_ratios": [2] + [1] * k})
+    for i, (query, row) in enumerate(zip(queries, ranked, strict=True)):
+        axes[i, 0].axis("off")
+        axes[i, 0].text(0, 0.5, "\n".join(textwrap.wrap(query, wrap)), fontsize=7, va="center")
+        for j in range(k):
+            ax = axes[i, j + 1]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(row):
+                ax.axis("off")
+                continue
+            ax.imshow(row[j], interpolation="nearest")
+            hit = j == truth[i]
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:green" if hit else "0.8")
+                spine.set_linewidth(3 if hit else 1)
+            if i == 0:
+                ax.set_title(f"top {j + 1}", fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -84,8 +84,3 @@ def test_missing_image_is_named(tiny_clip, dataset):
     with pytest.raises(FileNotFoundError, match="3.png"):
         embed.embed_dataset(model, preprocess, tokenizer, images, captions, dataset)
 
-
-def test_pair_cosines():
-    a = np.array([[1.0, 0.0], [0.0, 2.0]])
-    b = np.array([[3.0, 0.0], [1.0, 0.0]])
-    np.testing.assert_allclose(embed.pair_cosines(a, b), [1.0, 0.0])
