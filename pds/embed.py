@@ -29,17 +29,52 @@ class Embeddings:
         return self.image[caps.image_id.to_numpy()], self.text[ids], ids  # (n, d), (n, d), (n,)
 
 
-class ImageFiles(Dataset):
-    """Images of a dataset, decoded and preprocessed in DataLoader workers so the model stays busy."""
+def split_preprocess(preprocess):
+    """(pil_part, mean, std) when `preprocess` is a torchvision Compose ending in ToTensor + Normalize (open_clip's
+    eval transform), else None.
 
-    def __init__(self, root, paths, preprocess):
-        self.root, self.paths, self.preprocess = Path(root), list(paths), preprocess
+    `embed_images` then runs the PIL part per image, batches uint8 pixels and applies ToTensor + Normalize once
+    per batch: the same float operations, so the same numbers, without ~0.2 ms of per-image tensor overhead
+    (which bounds throughput when the CLIP is small, as the toy one on 32x32 images).
+    """
+    from torchvision import transforms as T
+
+    steps = getattr(preprocess, "transforms", None)
+    if not isinstance(preprocess, T.Compose) or not steps or len(steps) < 2:
+        return None
+    to_tensor, norm = steps[-2], steps[-1]
+    if type(to_tensor).__name__ not in ("ToTensor", "MaybeToTensor") or not isinstance(norm, T.Normalize):
+        return None
+    return T.Compose(steps[:-2]), tuple(norm.mean), tuple(norm.std)
+
+
+def to_model_input(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float (B, 3, H, W): torchvision's ToTensor (/255) then Normalize, batched."""
+    from torchvision.transforms import functional as F
+
+    return F.normalize(x.to(torch.get_default_dtype()).div(255), mean, std, inplace=True)
+
+
+class ImageFiles(Dataset):
+    """Images of a dataset, decoded and preprocessed in DataLoader workers so the model stays busy.
+
+    With `uint8=True` the items are (3, H, W) uint8 pixels after `preprocess` (a PIL-only transform; see
+    `split_preprocess`), so a batch travels between processes at a quarter of the float size.
+    """
+
+    def __init__(self, root, paths, preprocess, uint8: bool = False):
+        self.root, self.paths, self.preprocess, self.uint8 = Path(root), list(paths), preprocess, uint8
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        return self.preprocess(data.load_image(self.root, self.paths[i]))
+        image = self.preprocess(data.load_image(self.root, self.paths[i]))
+        if not self.uint8:
+            return image
+        if image.mode != "RGB":  # the PIL part of open_clip's transform ends with convert("RGB")
+            raise ValueError(f"preprocessing {self.paths[i]} gave a {image.mode} image; expected RGB.")
+        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # (3, H, W)
 
 
 def _batches(loader, desc):
@@ -49,10 +84,21 @@ def _batches(loader, desc):
 @torch.inference_mode()
 def embed_images(model, preprocess, root, paths, batch_size: int = 256, num_workers: int = 0,
                  device: str = "cpu") -> np.ndarray:
-    """CLIP image embeddings of `root/paths[i]` -> (n, d) float32, unnormalised."""
-    loader = DataLoader(ImageFiles(root, paths, preprocess), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, persistent_workers=False)
-    out = [model.encode_image(x.to(device)).float().cpu() for x in _batches(loader, "images")]
+    """CLIP image embeddings of `root/paths[i]` -> (n, d) float32, unnormalised.
+
+    Workers (`num_workers`) decode in parallel with the model; ToTensor + Normalize run once per batch, on
+    `device` (see `split_preprocess`), with results equal to applying `preprocess` image by image.
+    """
+    split = split_preprocess(preprocess)
+    dataset = ImageFiles(root, paths, preprocess) if split is None else ImageFiles(root, paths, split[0], uint8=True)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        persistent_workers=False)
+    out = []
+    for x in _batches(loader, "images"):
+        x = x.to(device)
+        if split is not None:
+            x = to_model_input(x, split[1], split[2])  # (B, 3, H, W) float
+        out.append(model.encode_image(x).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
