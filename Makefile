@@ -45,6 +45,16 @@ lock:  ## rewrite requirements.lock from the current .venv
 	{ echo "# Exact versions \`make\` installs (pip freeze of a working .venv, Python 3.11, x86_64). Regenerate: make lock"; \
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^pds'; } > requirements.lock
 
+sweep: install  ## budgets M = 200, 500, 100 (dvc exp run each), then results/sweep/r_mean_vs_budget.png
+	mkdir -p results/sweep
+	for m in 200 500 100; do \
+	  $(BIN)/dvc exp run -S base.n_pairs=$$m && cp results/evaluate/metrics.json results/sweep/metrics_$$m.json || exit 1; \
+	done
+	$(BIN)/python -m pds.sweep results/sweep
+
+bench: install  ## performance harness (not a test): results/benchmarks.json + results/benchmarks/summary.md
+	$(BIN)/python benchmarks/run.py
+
 lab: install  ## JupyterLab on the notebooks (add --allow-root when running as root)
 	$(BIN)/jupyter lab notebooks/
 

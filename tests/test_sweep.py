@@ -1,0 +1,28 @@
+"""Budget sweep collection and plot, on fabricated metrics files."""
+
+import pytest
+
+from pds import data, sweep
+
+
+def fake_metrics(folder, m, value):
+    results = [{"method": meth, "image_encoder": enc, "selected_on": sel, "r_mean": value + i, "r_mean_std": 0.5}
+               for i, meth in enumerate(["pds", "random", "full"]) for enc in ["convnet", "vit"]
+               for sel in ["val", "test"]]
+    data.save_json(folder / f"metrics_{m}.json", {"dataset": "toyworld", "n_pairs": m, "seeds": 3, "results": results})
+
+
+def test_collect_and_plot(tmp_path):
+    for m, v in [(100, 10.0), (200, 20.0), (500, 30.0)]:
+        fake_metrics(tmp_path, m, v)
+    df = sweep.collect(tmp_path)
+    assert len(df) == 3 * 3 * 2  # budgets x methods x encoders, val-selected rows only
+    pds_convnet = df[(df.method == "pds") & (df.image_encoder == "convnet")]
+    assert pds_convnet.n_pairs.tolist() == [100, 200, 500] and pds_convnet.r_mean.tolist() == [10.0, 20.0, 30.0]
+    sweep.main([str(tmp_path)])
+    assert (tmp_path / "r_mean_vs_budget.png").stat().st_size > 0
+
+
+def test_missing_folder_says_what_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make sweep"):
+        sweep.collect(tmp_path)
