@@ -1,0 +1,266 @@
+"""Measured quality of the toy models (stage toymodels): zero-shot retrieval of the toy CLIP and the
+round-trip fidelity of the toy unCLIP decoder, on the toy world's test split.
+
+    python -m pds.toy.quality --world data/raw/toyworld --models models
+
+writes `models/quality.json` and `models/unclip_roundtrip.png` (the figures quoted in models/README.md).
+"""
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from pds import data
+from pds.paths import resolve
+from pds.toy.world import COLOURS, SHAPES, parse_caption
+
+KS = (1, 5, 10)
+
+
+def retrieval_recall(image_emb: np.ndarray, text_emb: np.ndarray, text_image: np.ndarray, ks=KS) -> dict:
+    """Image<->text recall in percent. image_emb (Ni, d), text_emb (Nt, d), text_image (Nt,) the image row of
+    each caption. TR@K: an image is a hit if any of its captions ranks < K; IR@K: a caption is a hit if its
+    image ranks < K."""
+    img = F.normalize(torch.as_tensor(image_emb, dtype=torch.float32), dim=-1)
+    txt = F.normalize(torch.as_tensor(text_emb, dtype=torch.float32), dim=-1)
+    sim = img @ txt.T  # (Ni, Nt)
+    text_image = torch.as_tensor(text_image)
+    out = {}
+    # rank of the best ground-truth caption per image = number of captions scoring strictly higher
+    gt = torch.zeros_like(sim, dtype=torch.bool)
+    gt[text_image, torch.arange(len(text_image))] = True
+    best_gt = sim.masked_fill(~gt, -np.inf).max(1).values  # (Ni,)
+    tr_rank = (sim > best_gt[:, None]).sum(1)  # (Ni,)
+    own = sim[text_image, torch.arange(len(text_image))]  # (Nt,)
+    ir_rank = (sim > own[None, :]).sum(0)  # (Nt,)
+    for k in ks:
+        out[f"TR@{k}"] = round(100 * float((tr_rank < k).float().mean()), 2)
+    for k in ks:
+        out[f"IR@{k}"] = round(100 * float((ir_rank < k).float().mean()), 2)
+    return out
+
+
+def _plural(shape: str) -> str:
+    return shape + ("es" if shape.endswith(("s", "x")) else "s")
+
+
+def class_prompts() -> tuple[list[tuple[str, str]], list[list[str]]]:
+    """Zero-shot classes (shape, colour) for every SHAPES x COLOURS pair, each with prompts covering the
+    toy world's counts ('a red circle', 'two red circles', 'three red circles')."""
+    classes = [(s, c) for s in SHAPES for c in COLOURS]
+    prompts = [[f"a {c} {s}", f"two {c} {_plural(s)}", f"three {c} {_plural(s)}"] for s, c in classes]
+    return classes, prompts
+
+
+@torch.inference_mode()
+def zero_shot_classifier(model, tokenizer) -> tuple[list[tuple[str, str]], torch.Tensor]:
+    """Class names and their normalised mean prompt embeddings (n_classes, d)."""
+    classes, prompts = class_prompts()
+    weights = []
+    for ps in prompts:
+        e = F.normalize(model.encode_text(tokenizer(ps)).float(), dim=-1).mean(0)
+        weights.append(F.normalize(e, dim=0))
+    return classes, torch.stack(weights)
+
+
+def classify(image_emb: torch.Tensor, classes, weights: torch.Tensor) -> list[tuple[str, str]]:
+    """(shape, colour) predicted for each image embedding (N, d)."""
+    pred = (F.normalize(torch.as_tensor(image_emb).float(), dim=-1) @ weights.T).argmax(1)
+    return [classes[int(i)] for i in pred]
+
+
+@torch.inference_mode()
+def embed_pil(model, preprocess, images: list[Image.Image]) -> torch.Tensor:
+    """Unnormalised CLIP image embeddings of PIL images -> (N, d)."""
+    return torch.cat([model.encode_image(torch.stack([preprocess(im) for im in images[i:i + 500]]))
+                      for i in range(0, len(images), 500)]).float()
+
+
+class AttributeJudge(torch.nn.Module):
+    """A small CNN that names the shape and colour of a toy image: an automatic judge for decoded images,
+    independent of the toy CLIP (which encodes colour far better than shape)."""
+
+    def __init__(self):
+        super().__init__()
+        def conv(i, o):
+            return torch.nn.Sequential(torch.nn.Conv2d(i, o, 3, padding=1), torch.nn.BatchNorm2d(o), torch.nn.ReLU())
+
+        self.features = torch.nn.Sequential(conv(3, 32), torch.nn.MaxPool2d(2), conv(32, 64), torch.nn.MaxPool2d(2),
+                                            conv(64, 64), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.shape = torch.nn.Linear(64, len(SHAPES))
+        self.colour = torch.nn.Linear(64, len(COLOURS))
+
+    def forward(self, x):  # x: uint8 (B, H, W, 3)
+        h = self.features(x.permute(0, 3, 1, 2).float() / 127.5 - 1.0)
+        return self.shape(h), self.colour(h)
+
+    @torch.inference_mode()
+    def predict(self, images: torch.Tensor) -> list[tuple[str, str]]:
+        """(shape, colour) of uint8 images (N, H, W, 3)."""
+        self.eval()
+        out = []
+        for i in range(0, len(images), 500):
+            s, c = self(images[i:i + 500])
+            out += [(SHAPES[int(a)], COLOURS[int(b)]) for a, b in zip(s.argmax(1), c.argmax(1), strict=True)]
+        return out
+
+
+def train_judge(images: torch.Tensor, labels: list[tuple[str, str]], steps: int = 600, batch_size: int = 64,
+                seed: int = 0, progress: bool = True) -> AttributeJudge:
+    """Fit an AttributeJudge on uint8 images (N, H, W, 3) with their (shape, colour) labels."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    judge = AttributeJudge()
+    ys = torch.tensor([SHAPES.index(s) for s, _ in labels])
+    yc = torch.tensor([COLOURS.index(c) for _, c in labels])
+    opt = torch.optim.AdamW(judge.parameters(), lr=2e-3)
+    judge.train()
+    for _ in tqdm(range(steps), desc="shape/colour judge", unit="step", disable=not progress):
+        idx = torch.randint(0, len(images), (batch_size,), generator=gen)
+        s, c = judge(images[idx])
+        loss = F.cross_entropy(s, ys[idx]) + F.cross_entropy(c, yc[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return judge.eval()
+
+
+def roundtrip_grid(conditioning: list[Image.Image], decoded: list[Image.Image], n: int = 16, cols: int = 4,
+                   scale: int = 4) -> Image.Image:
+    """A grid of (conditioning | decoded) pairs, `cols` pairs per row, pixels enlarged `scale` times."""
+    n = min(n, len(conditioning))
+    w, h = conditioning[0].size
+    cell_w, gap = 2 * w * scale + 2, 6
+    rows = (n + cols - 1) // cols
+    grid = Image.new("RGB", (cols * cell_w + (cols - 1) * gap, rows * (h * scale) + (rows - 1) * gap), "white")
+    for i in range(n):
+        x, y = (i % cols) * (cell_w + gap), (i // cols) * (h * scale + gap)
+        grid.paste(conditioning[i].resize((w * scale, h * scale), Image.Resampling.NEAREST), (x, y))
+        grid.paste(decoded[i].resize((w * scale, h * scale), Image.Resampling.NEAREST), (x + w * scale + 2, y))
+    return grid
+
+
+def split_arrays(world_root, split: str):
+    """Images of one split as PIL list and uint8 tensor (N, H, W, 3), their first captions, and their
+    (shape, colour) read from that caption (every toy caption names both)."""
+    images, captions = data.load_dataset(world_root)
+    images = images[images.split == split].reset_index(drop=True)
+    first = captions[captions.split == split].groupby("image_id").caption.first()
+    prompts = [first[int(i)] for i in images.image_id]
+    pil = [data.load_image(world_root, p) for p in images.path]
+    labels = [(a["shape"], a["colour"]) for a in map(parse_caption, prompts)]
+    return pil, torch.from_numpy(np.stack([np.asarray(im) for im in pil])), prompts, labels
+
+
+def _match(pred, truth) -> dict:
+    return {"shape_colour": round(100 * float(np.mean([p == t for p, t in zip(pred, truth, strict=True)])), 2),
+            "shape": round(100 * float(np.mean([p[0] == t[0] for p, t in zip(pred, truth, strict=True)])), 2),
+            "colour": round(100 * float(np.mean([p[1] == t[1] for p, t in zip(pred, truth, strict=True)])), 2)}
+
+
+def evaluate_clip(model, preprocess, tokenizer, world_root, split: str = "test") -> dict:
+    """Zero-shot retrieval on one split (percent), and the toy CLIP's zero-shot (shape, colour) accuracy
+    on its real images."""
+    images, captions = data.load_dataset(world_root)
+    images = images[images.split == split].reset_index(drop=True)
+    captions = captions[captions.split == split].reset_index(drop=True)
+    row = {int(i): r for r, i in enumerate(images.image_id)}
+    pil = [data.load_image(world_root, p) for p in images.path]
+    img_emb = embed_pil(model, preprocess, pil)
+    with torch.inference_mode():
+        txt_emb = torch.cat([model.encode_text(tokenizer(captions.caption[i:i + 1000].tolist())).float()
+                             for i in range(0, len(captions), 1000)])
+    text_image = np.array([row[int(i)] for i in captions.image_id])
+    out = retrieval_recall(img_emb.numpy(), txt_emb.numpy(), text_image)
+    out["r_mean"] = round(float(np.mean(list(out.values()))), 2)
+    classes, weights = zero_shot_classifier(model, tokenizer)
+    first = captions.groupby("image_id").caption.first()
+    truth = [(a["shape"], a["colour"]) for a in (parse_caption(first[int(i)]) for i in images.image_id)]
+    out["zero_shot"] = _match(classify(img_emb, classes, weights), truth)
+    return out
+
+
+def _as_uint8(images: list[Image.Image]) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images]))  # (N, H, W, 3)
+
+
+def evaluate_roundtrip(clip_model, preprocess, pipe, judge: AttributeJudge, pil, prompts, labels,
+                       num_inference_steps: int = 25, guidance_scale: float = 5.0, noise_level: int = 0,
+                       seed: int = 0, batch_size: int = 50):
+    """Decode the toy-CLIP embeddings of `pil` (with their captions `prompts`), re-embed the outputs, and
+    judge shape and colour against `labels`. Returns (figures, decoded PIL images, images per second); the
+    speed stays out of `figures` so quality.json is reproducible."""
+    cond = embed_pil(clip_model, preprocess, pil)  # (n, d)
+    decoded, t0 = [], time.time()
+    for i in range(0, len(pil), batch_size):
+        gens = [torch.Generator().manual_seed(seed + j) for j in range(i, min(i + batch_size, len(pil)))]
+        decoded += pipe(image_embeds=cond[i:i + batch_size], prompt=prompts[i:i + batch_size],
+                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                        noise_level=noise_level, generator=gens).images
+    seconds = time.time() - t0
+    out_emb = embed_pil(clip_model, preprocess, decoded)
+    cos = F.cosine_similarity(out_emb, cond).numpy()  # (n,)
+    c = F.normalize(cond, dim=-1)
+    unrelated = (c @ c.T).numpy()[~np.eye(len(c), dtype=bool)]
+    with torch.inference_mode():  # the VAE alone bounds what the decoder can draw
+        x = torch.from_numpy(np.stack([np.asarray(im) for im in pil])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        rec = pipe.vae.decode(pipe.vae.encode(x.to(pipe.vae.dtype)).latent_dist.mode()).sample
+        rec = ((rec.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+    figures = {
+        "n": len(pil), "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+        "noise_level": noise_level,
+        "cosine_decoded_vs_conditioning": round(float(cos.mean()), 4),
+        "cosine_unrelated_test_images": round(float(unrelated.mean()), 4),
+        "judge_on_conditioning_images": _match(judge.predict(_as_uint8(pil)), labels),
+        "judge_on_vae_reconstructions": _match(judge.predict(rec), labels),
+        "judge_on_decoded_images": _match(judge.predict(_as_uint8(decoded)), labels),
+    }
+    return figures, decoded, len(pil) / seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pds.models import check_unclip_dim, clip_embed_dim, load_clip, load_unclip
+
+    p = argparse.ArgumentParser(description="Measure the toy CLIP and toy unCLIP on the toy test split.")
+    p.add_argument("--world", default="data/raw/toyworld")
+    p.add_argument("--models", default="models", help="folder holding toy-clip/ and toy-unclip/")
+    p.add_argument("--n", type=int, default=200, help="test images decoded in the round trip")
+    p.add_argument("--num-inference-steps", type=int, default=25)
+    p.add_argument("--guidance-scale", type=float, default=3.0, help="best of 1, 3, 5, 8 on 100 val images")
+    p.add_argument("--noise-level", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--skip-unclip", type=int, default=0, help="1: measure the CLIP only")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    world, models = resolve(args.world), resolve(args.models)
+    model, preprocess, tokenizer = load_clip(f"local-dir:{models / 'toy-clip'}", device="cpu")
+    report = {"clip": evaluate_clip(model, preprocess, tokenizer, world)}
+    print("toy CLIP:", report["clip"])
+    if not args.skip_unclip:
+        pipe = load_unclip(str(models / "toy-unclip"), device="cpu")
+        check_unclip_dim(clip_embed_dim(model), pipe)
+        _, train_images, _, train_labels = split_arrays(world, "train")
+        judge = train_judge(train_images, train_labels, seed=args.seed)
+        pil, _, prompts, labels = split_arrays(world, "test")
+        report["judge_on_real_test_images"] = _match(judge.predict(torch.from_numpy(
+            np.stack([np.asarray(im) for im in pil]))), labels)
+        pil, prompts, labels = pil[:args.n], prompts[:args.n], labels[:args.n]
+        figures, decoded, speed = evaluate_roundtrip(model, preprocess, pipe, judge, pil, prompts, labels,
+                                              num_inference_steps=args.num_inference_steps,
+                                              guidance_scale=args.guidance_scale, noise_level=args.noise_level,
+                                              seed=args.seed)
+        report["unclip_roundtrip"] = figures
+        print("judge on real test images:", report["judge_on_real_test_images"])
+        print("toy unCLIP round trip:", figures, f"({speed:.1f} images/s)")
+        data.save_png(models / "unclip_roundtrip.png", roundtrip_grid(pil, decoded))
+    data.save_json(models / "quality.json", report)
+
+
+if __name__ == "__main__":
+    main()
