@@ -1,0 +1,779 @@
+"""Train student vision-language models on a distilled (or coreset) training set and measure image-text
+retrieval on the real test split: notebook 05_evaluate, and `python -m pds.evaluate text-features` (the
+cached caption features of the frozen student text encoder).
+
+Protocol (the field's: MTT-VL, LoRS, PDS; mission_anchors §2): trainable image encoder, frozen text
+encoder, trainable text projection head into the image-feature space, cosine logits / 0.07, symmetric
+InfoNCE, SGD (momentum 0.9, weight decay 5e-4), learning rate x0.1 at half-time; recall@1/5/10 both ways.
+The epoch is chosen on the val split; the test-selected figure the papers report is kept alongside.
+"""
+
+import argparse
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from pds import baselines, data, paths
+
+TEMPERATURE = 0.07
+METHODS = ("pds", "random", "herding", "kcenter", "full", "pds_real")  # pds_real: an ablation, not a baseline
+RECALLS = ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10")
+METRICS = RECALLS + ("r_mean",)
+TEXT_TARGETS = ("prototype", "caption")
+
+
+
+def num_threads(default: int = 2) -> int:
+    """torch CPU threads from `PDS_NUM_THREADS` (speed only, so not a param)."""
+    return int(os.environ.get("PDS_NUM_THREADS", default))
+
+
+def default_workers(device: str) -> int:
+    """Student-training processes: on the CPU one single-threaded process per thread of `PDS_NUM_THREADS`
+    (small students use one core each far better than two); on a GPU one."""
+    return max(1, num_threads()) if str(device) == "cpu" else 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# retrieval metrics
+
+
+def recall_at_k(sim: np.ndarray, txt2img: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Image-text retrieval recall in percent, as the field computes it (BLIP `itm_eval`).
+
+    sim (n_img, n_txt): score of image i against caption j; txt2img (n_txt,): the image of each caption.
+    TR@K (image -> text): an image is a hit when any of its captions ranks < K among all captions.
+    IR@K (text -> image): a caption is a hit when its image ranks < K among all images.
+    r_mean = mean of the six recalls. Ties count against the query (a true item tied with a wrong one ranks
+    behind it), so a collapsed model that scores everything equally gets 0, not 100.
+    """
+    sim = np.asarray(sim)
+    txt2img = np.asarray(txt2img)
+    if sim.ndim != 2 or sim.size == 0:
+        raise ValueError(f"sim must be a non-empty (n_img, n_txt) matrix, got shape {sim.shape}.")
+    n_img, n_txt = sim.shape
+    if txt2img.shape != (n_txt,):
+        raise ValueError(f"txt2img has shape {txt2img.shape}; expected ({n_txt},), one image per caption.")
+    if not np.issubdtype(txt2img.dtype, np.integer) or txt2img.min() < 0 or txt2img.max() >= n_img:
+        raise ValueError(f"txt2img must hold image indices in [0, {n_img}); a caption points to no image.")
+    n_caps = np.bincount(txt2img, minlength=n_img)
+    if (n_caps == 0).any():
+        raise ValueError(f"{int((n_caps == 0).sum())} images have no caption (e.g. image "
+                         f"{int(np.argmin(n_caps))}); every test image needs at least one.")
+    if not np.isfinite(sim).all():
+        raise ValueError("sim contains NaN or inf; the student diverged (lower the learning rate).")
+    cols = np.arange(n_txt)
+    true = sim[txt2img, cols]  # (n_txt,) score of each caption with its own image
+    # IR: rank of the true image = number of other images scoring >= it
+    ir_rank = (sim >= true[None, :]).sum(axis=0) - 1  # (n_txt,)
+    # TR: rank of an image = number of non-matching captions scoring >= its best matching caption
+    best = np.full(n_img, -np.inf, dtype=np.float64)
+    np.maximum.at(best, txt2img, true.astype(np.float64))
+    tr_rank = np.zeros(n_img, dtype=np.int64)
+    for lo in range(0, n_img, 256):  # chunks bound the (chunk, n_txt) boolean matrix on COCO
+        hi = min(lo + 256, n_img)
+        tr_rank[lo:hi] = (sim[lo:hi] >= best[lo:hi, None]).sum(axis=1)
+    own_ge = np.bincount(txt2img, weights=(true >= best[txt2img]), minlength=n_img)  # own captions counted
+    tr_rank = tr_rank - own_ge.astype(np.int64)
+    out = {}
+    for k in ks:
+        out[f"IR@{k}"] = 100.0 * float((ir_rank < k).mean())
+    for k in ks:
+        out[f"TR@{k}"] = 100.0 * float((tr_rank < k).mean())
+    out["r_mean"] = float(np.mean([out[f"IR@{k}"] for k in ks] + [out[f"TR@{k}"] for k in ks]))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# the student
+
+
+class ProjectionHead(nn.Module):
+    """The field's text projection (MTT-VL / LoRS `ProjectionHead`): Linear -> GELU -> Linear -> Dropout,
+    plus the first Linear's output as a residual, then LayerNorm. (B, in_dim) -> (B, out_dim)."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.1):
+        super().__init__()
+        self.projection = nn.Linear(in_dim, out_dim)
+        self.gelu = nn.GELU()
+        self.fc = nn.Linear(out_dim, out_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.layer_norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x):
+        projected = self.projection(x)  # (B, out_dim)
+        x = self.dropout(self.fc(self.gelu(projected)))
+        return self.layer_norm(x + projected)
+
+
+class Student(nn.Module):
+    """Image encoder + text projection head; text comes in as frozen-encoder features (B, d_t).
+
+    Images come in as uint8 (B, 3, S, S) and are scaled to [0, 1] and normalised with (mean, std) here, so
+    data can stay compact in memory. Both sides leave L2-normalised, no image projection (the field's)."""
+
+    def __init__(self, image_encoder: nn.Module, text_head: nn.Module, mean: Sequence[float],
+                 std: Sequence[float]):
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.text_head = text_head
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) uint8 -> (B, D)
+        return F.normalize(self.image_encoder((images.float() - self.mean) / self.std), dim=-1)
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:  # (B, d_t) -> (B, D)
+        return F.normalize(self.text_head(text), dim=-1)
+
+    def forward(self, images, text, temperature: float = TEMPERATURE) -> torch.Tensor:
+        """(B_i, B_t) logits: cosine similarity / temperature."""
+        return self.encode_image(images) @ self.encode_text(text).T / temperature
+
+
+def contrastive_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE on (B, B) logits whose diagonal holds the matching pairs: the mean of the
+    image->text and text->image cross-entropies."""
+    if logits.ndim != 2 or logits.shape[0] != logits.shape[1]:
+        raise ValueError(f"logits must be a square (B, B) matrix of matching pairs, got {tuple(logits.shape)}.")
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+# ----------------------------------------------------------------------------------------------------
+# data held in memory
+
+
+@dataclass
+class PairSet:
+    """Training pairs: pair k shows images[image_index[k]] with text target text[k]."""
+
+    images: torch.Tensor  # (n_pool, 3, S, S) uint8
+    image_index: np.ndarray  # (N,) int64 rows of images
+    text: np.ndarray  # (N, d_t) float32 text targets in the student's text-feature space
+
+    def __len__(self) -> int:
+        return len(self.image_index)
+
+
+@dataclass
+class RetrievalSet:
+    """A val or test split: caption j belongs to image txt2img[j]."""
+
+    images: torch.Tensor  # (n_img, 3, S, S) uint8
+    text: np.ndarray  # (n_txt, d_t) float32 caption features
+    txt2img: np.ndarray  # (n_txt,) int64
+
+
+def load_images(root, rel_paths: Sequence[str], image_size: int, progress: bool = False) -> torch.Tensor:
+    """Read images as a uint8 (n, 3, image_size, image_size) tensor (bicubic resize when the size differs,
+    as the field's test transform)."""
+    out = torch.empty((len(rel_paths), 3, image_size, image_size), dtype=torch.uint8)
+    for i, rel in enumerate(tqdm(rel_paths, desc="images", unit="img", disable=not progress, leave=False)):
+        im = data.load_image(root, rel)
+        if im.size != (image_size, image_size):
+            im = im.resize((image_size, image_size), resample=3)  # PIL.Image.BICUBIC
+        out[i] = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return out
+
+
+def retrieval_set(images: pd.DataFrame, captions: pd.DataFrame, text_features: np.ndarray, split: str,
+                  pixels: torch.Tensor) -> RetrievalSet:
+    """The `split` rows of the images / captions tables as a RetrievalSet; `pixels` (n_split_images, 3, S, S)
+    are the split's images in table order, text_features (n_captions, d_t) are indexed by caption_id."""
+    img = images[images["split"] == split]
+    cap = captions[captions["split"] == split]
+    if len(img) == 0 or len(cap) == 0:
+        raise ValueError(f"the {split} split has {len(img)} images and {len(cap)} captions; it needs both.")
+    if len(pixels) != len(img):
+        raise ValueError(f"got {len(pixels)} {split} images for {len(img)} rows of the images table.")
+    row = pd.Series(np.arange(len(img)), index=img["image_id"].to_numpy())
+    missing = ~cap["image_id"].isin(row.index)
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} {split} captions (e.g. caption_id "
+                         f"{int(cap['caption_id'][missing].iloc[0])}) point to images that are not in the {split} "
+                         "split of the images table; the embeddings tables are inconsistent (re-run embed).")
+    txt2img = row.loc[cap["image_id"].to_numpy()].to_numpy(np.int64)
+    return RetrievalSet(pixels, np.asarray(text_features[cap["caption_id"].to_numpy()], np.float32), txt2img)
+
+
+# ----------------------------------------------------------------------------------------------------
+# text features (frozen student text encoder)
+
+
+@torch.no_grad()
+def encode_texts(encoder, texts: Sequence[str], batch_size: int = 256, progress: bool = True) -> np.ndarray:
+    """Features of a frozen `pds.models.TextEncoder` for each text: (n, dim) float32.
+
+    Each distinct text is encoded once, in batches of similar length (less padding); pooling and
+    normalisation follow the encoder (mean + L2 for MiniLM, CLS for BERT).
+    """
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts to encode.")
+    unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+    order = np.argsort([len(t) for t in unique], kind="stable")
+    device = next(encoder.model.parameters()).device
+    feats = np.zeros((len(unique), encoder.dim), dtype=np.float32)
+    for lo in tqdm(range(0, len(unique), batch_size), desc="text features", unit="batch", disable=not progress):
+        idx = order[lo:lo + batch_size]
+        batch = encoder.tokenizer([str(t) for t in unique[idx]], padding=True, truncation=True,
+                                  max_length=encoder.max_length, return_tensors="pt").to(device)
+        hidden = encoder.model(**batch).last_hidden_state  # (B, L, dim)
+        if encoder.pooling == "mean":
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        else:
+            pooled = hidden[:, 0]
+        if encoder.normalize:
+            pooled = F.normalize(pooled, dim=-1)
+        feats[idx] = pooled.float().cpu().numpy()
+    return feats[inverse.reshape(-1)]
+
+
+def captions_digest(captions: pd.DataFrame) -> str:
+    """A hash of (caption_id, caption): cached features are refused when the captions changed."""
+    h = hashlib.sha256()
+    for cid, text in zip(captions["caption_id"].to_numpy(), captions["caption"].astype(str), strict=True):
+        h.update(f"{int(cid)}\t{text}\n".encode())
+    return h.hexdigest()
+
+
+def save_text_features(out_dir, features: np.ndarray, captions: pd.DataFrame, encoder) -> None:
+    """Write text.npy (n_captions, dim) and meta.json (encoder name, pooling, dimension, captions digest)."""
+    if len(features) != len(captions):
+        raise ValueError(f"{len(features)} feature rows for {len(captions)} captions.")
+    out = Path(out_dir)
+    data.save_npy(out / "text.npy", features.astype(np.float32))
+    data.save_json(out / "meta.json", {"text_encoder": encoder.name, "pooling": encoder.pooling,
+                                       "normalize": int(encoder.normalize), "dim": int(features.shape[1]),
+                                       "n_captions": len(captions), "captions_sha256": captions_digest(captions)})
+
+
+def load_text_features(features_dir, captions: pd.DataFrame, text_encoder: str = "") -> np.ndarray:
+    """The cached caption features (n_captions, dim), rows = caption_id; checked against the captions table
+    (and against `text_encoder` when given)."""
+    d = Path(features_dir)
+    meta = data.load_json(d / "meta.json")
+    feats = data.load_npy(d / "text.npy")
+    if text_encoder and meta["text_encoder"] != text_encoder:
+        raise ValueError(f"{d} holds {meta['text_encoder']} features but text_encoder={text_encoder!r}; re-run "
+                         "the text_features stage.")
+    if len(feats) != len(captions) or meta["captions_sha256"] != captions_digest(captions):
+        raise ValueError(f"{d} was computed for other captions than the embeddings table; re-run the "
+                         "text_features stage (dvc repro text_features).")
+    if not (captions["caption_id"].to_numpy() == np.arange(len(captions))).all():
+        raise ValueError("caption_id must be the row number of the captions table (0..n-1).")
+    return feats
+
+
+# ----------------------------------------------------------------------------------------------------
+# training sets at the budget
+
+
+def train_pairs(captions: pd.DataFrame) -> pd.DataFrame:
+    """The candidate training pairs: the train-split caption rows (one pair per caption, as the field)."""
+    train = captions[captions["split"] == "train"]
+    if len(train) == 0:
+        raise ValueError("the captions table has no train-split rows; the training set would be empty.")
+    return train
+
+
+def select_pairs(method: str, captions: pd.DataFrame, clip_image: np.ndarray, clip_text: np.ndarray,
+                 n_pairs: int, seed: int) -> np.ndarray:
+    """Caption ids of the real training pairs a baseline keeps: `random`, `herding` or `kcenter` (on the
+    embed stage's CLIP embeddings, see `pds.baselines`) with `n_pairs` pairs, or `full` (every pair).
+
+    clip_image (n_images, d) rows = image_id, clip_text (n_captions, d) rows = caption_id.
+    """
+    train = train_pairs(captions)
+    ids = train["caption_id"].to_numpy(np.int64)
+    if method == "full":
+        return ids
+    if method == "random":
+        return ids[baselines.select_random(len(ids), n_pairs, seed)]
+    if method in ("herding", "kcenter"):
+        x = baselines.pair_features(clip_image[train["image_id"].to_numpy()], clip_text[ids])  # (n_train, 2d)
+        pos = baselines.select_herding(x, n_pairs) if method == "herding" else baselines.select_kcenter(x, n_pairs, seed)
+        return ids[pos]
+    raise ValueError(f"unknown baseline {method!r}; use one of random, herding, kcenter, full.")
+
+
+def pds_text_targets(members: pd.DataFrame, prompt_caption_ids: np.ndarray, text_features: np.ndarray,
+                     mode: str = "prototype") -> tuple[np.ndarray, int]:
+    """Text side of each distilled pair, in the student's text-feature space: (M, d_t), n_fallback.
+
+    mode `prototype` (PDS): the mean feature of the captions in the prototype's intersection (members:
+    prototype, caption_id); a prototype without members (empty intersection, centroid fallback) uses its
+    retrieved prompt caption, counted in n_fallback. mode `caption`: the retrieved prompt caption.
+    """
+    if mode not in TEXT_TARGETS:
+        raise ValueError(f"unknown text_target {mode!r}; use one of {TEXT_TARGETS}.")
+    prompt_caption_ids = np.asarray(prompt_caption_ids, dtype=np.int64)
+    n = len(text_features)
+    if len(prompt_caption_ids) == 0:
+        raise ValueError("there are no prototypes: the distilled training set is empty.")
+    if prompt_caption_ids.min() < 0 or prompt_caption_ids.max() >= n:
+        raise ValueError(f"prompt caption ids must lie in [0, {n}) (rows of the caption features).")
+    targets = text_features[prompt_caption_ids].astype(np.float64)  # (M, d_t)
+    if mode == "caption":
+        return targets.astype(np.float32), 0
+    m_ids = members["prototype"].to_numpy(np.int64)
+    c_ids = members["caption_id"].to_numpy(np.int64)
+    if len(m_ids) and (m_ids.min() < 0 or m_ids.max() >= len(targets)):
+        raise ValueError(f"members name prototypes outside [0, {len(targets)}); prototypes and members disagree.")
+    if len(c_ids) and (c_ids.min() < 0 or c_ids.max() >= n):
+        raise ValueError(f"member caption ids must lie in [0, {n}) (rows of the caption features).")
+    sums = np.zeros_like(targets)
+    np.add.at(sums, m_ids, text_features[c_ids].astype(np.float64))
+    counts = np.bincount(m_ids, minlength=len(targets))
+    has = counts > 0
+    targets[has] = sums[has] / counts[has, None]
+    return targets.astype(np.float32), int((~has).sum())
+
+
+def synthetic_text_targets(synthetic: pd.DataFrame, prompts: pd.DataFrame, members: pd.DataFrame,
+                           text_features: np.ndarray, mode: str = "prototype") -> tuple[np.ndarray, int]:
+    """Text target of each synthetic image (rows of `synthetic`: file, caption, prototype), from the match
+    stage's prompts (prototype, caption_id, ...) and members (prototype, caption_id): (n_synthetic, d_t) and
+    the number of fallback prototypes (see `pds_text_targets`)."""
+    if not (prompts["prototype"].to_numpy() == np.arange(len(prompts))).all():
+        raise ValueError("prompts.parquet must list prototypes 0..M-1 in order; re-run the match stage.")
+    proto = synthetic["prototype"].to_numpy(np.int64)
+    if len(proto) == 0:
+        raise ValueError("synthetic.parquet lists no images: the distilled training set is empty.")
+    if proto.min() < 0 or proto.max() >= len(prompts):
+        raise ValueError(f"synthetic.parquet names prototypes outside [0, {len(prompts)}); re-run synthesize "
+                         "after match.")
+    targets, n_fallback = pds_text_targets(members, prompts["caption_id"].to_numpy(), text_features, mode)
+    return targets[proto], n_fallback
+
+
+def nearest_real_images(prototype_image: np.ndarray, clip_image: np.ndarray, images: pd.DataFrame) -> np.ndarray:
+    """For the `pds_real` ablation: the train image (image_id) whose CLIP embedding is nearest (cosine) to
+    each image prototype, i.e. PDS with a perfect "synthesizer" that may only return real images.
+    prototype_image (M, d), clip_image (n_images, d) rows = image_id -> (M,) int64."""
+    train_ids = images.loc[images["split"] == "train", "image_id"].to_numpy(np.int64)
+    if len(train_ids) == 0:
+        raise ValueError("the images table has no train images to pick from.")
+    x = clip_image[train_ids].astype(np.float64)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    p = np.asarray(prototype_image, dtype=np.float64)
+    p = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
+    return train_ids[np.argmax(p @ x.T, axis=1)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# training and evaluating one student
+
+
+@torch.no_grad()
+def embed_split(student: Student, split: RetrievalSet, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised image (n_img, D) and text (n_txt, D) embeddings of a split, on the student's device."""
+    device = student.mean.device
+    img = torch.cat([student.encode_image(split.images[lo:lo + batch_size].to(device))
+                     for lo in range(0, len(split.images), batch_size)])
+    txt = student.encode_text(torch.from_numpy(split.text).to(device))
+    return img.float(), txt.float()
+
+
+def evaluate_student(student: Student, split: RetrievalSet, batch_size: int = 500,
+                     top: int = 0) -> tuple[dict[str, float], np.ndarray | None]:
+    """Recall metrics of `student` on a split; with top > 0 also each caption's `top` best images
+    (n_txt, top) for showing retrieval examples."""
+    was_training = student.training
+    student.eval()
+    img, txt = embed_split(student, split, batch_size)
+    student.train(was_training)
+    # torch, not numpy, multiplies: it keeps to torch's thread setting (numpy's BLAS would start its own)
+    sim = img @ txt.T  # (n_img, n_txt) cosine
+    ranked = torch.topk(sim, min(top, len(img)), dim=0).indices.T.cpu().numpy() if top else None
+    return recall_at_k(sim.cpu().numpy(), split.txt2img), ranked
+
+
+@dataclass
+class TrainResult:
+    history: pd.DataFrame  # one row per (epoch, split): loss and the metrics
+    test_top: np.ndarray | None  # (n_txt, 5) test retrieval at the val-selected epoch
+
+
+def epoch_order(image_index: np.ndarray, gen: torch.Generator, one_per_image: bool) -> torch.Tensor:
+    """Pair positions of one epoch: a shuffled pass over every pair, or (one_per_image) every image once
+    with one of its pairs drawn at random, shuffled."""
+    perm = torch.randperm(len(image_index), generator=gen)
+    if not one_per_image:
+        return perm
+    _, first = np.unique(np.asarray(image_index)[perm.numpy()], return_index=True)  # a random pair per image
+    chosen = perm[torch.from_numpy(first)]
+    return chosen[torch.randperm(len(chosen), generator=gen)]
+
+
+def train_student(encoder, train: PairSet, val: RetrievalSet, test: RetrievalSet, epochs: int, lr: float,
+                  lr_image: float, batch_size: int, eval_every: int, seed: int, momentum: float = 0.9,
+                  weight_decay: float = 5e-4, device: str = "cpu", eval_batch_size: int = 500,
+                  one_per_image: bool = False, progress: bool = False) -> TrainResult:
+    """Train one student on `train` and evaluate it on val and test at epoch 0, every `eval_every` epochs
+    and at the last one.
+
+    encoder: a fresh `pds.models.ImageEncoder` (trained in place). The text head maps d_t to the image
+    feature size; SGD with `lr` for the head and `lr_image` for the image encoder, both x0.1 for the
+    second half (epochs after epochs // 2; lr_image = 0 freezes the encoder, as PDS's released eval). An epoch is one shuffled pass over the pairs in batches of `batch_size` or, with
+    one_per_image, over the images, each with one of its pairs drawn at random (`epoch_order`).
+
+    On the CPU the student trains single-threaded (restored afterwards): small models gain little from a
+    second thread, and results then do not depend on the thread count.
+    """
+    threads = torch.get_num_threads()
+    if str(device) == "cpu":
+        torch.set_num_threads(1)
+    try:
+        return _train_student(encoder, train, val, test, epochs, lr, lr_image, batch_size, eval_every, seed,
+                              momentum, weight_decay, device, eval_batch_size, one_per_image, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_student(encoder, train, val, test, epochs, lr, lr_image, batch_size, eval_every, seed, momentum,
+                   weight_decay, device, eval_batch_size, one_per_image, progress) -> TrainResult:
+    if len(train) == 0:
+        raise ValueError("the training set is empty; nothing to train the student on.")
+    if epochs < 1 or eval_every < 1 or batch_size < 1:
+        raise ValueError(f"epochs={epochs}, eval_every={eval_every}, batch_size={batch_size} must all be >= 1.")
+    if train.text.shape[1] != val.text.shape[1]:
+        raise ValueError(f"training text targets are {train.text.shape[1]}-d but caption features are "
+                         f"{val.text.shape[1]}-d; both must come from the same text encoder.")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    head = ProjectionHead(train.text.shape[1], encoder.num_features)
+    student = Student(encoder.model, head, encoder.mean, encoder.std).to(device).train()
+    groups = [{"params": head.parameters(), "lr": lr}]
+    if lr_image > 0:
+        groups.append({"params": encoder.model.parameters(), "lr": lr_image})
+    else:
+        encoder.model.requires_grad_(False)
+    opt = torch.optim.SGD(groups, momentum=momentum, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[epochs // 2] if epochs > 1 else [], gamma=0.1)
+    text = torch.from_numpy(np.ascontiguousarray(train.text, dtype=np.float32))
+    index = torch.from_numpy(np.array(train.image_index, dtype=np.int64))  # a copy: the table may be read-only
+
+    rows, best_val, test_top = [], -np.inf, None
+    loss_sum, n_seen = float("nan"), 0
+    for epoch in tqdm(range(epochs + 1), desc="epochs", unit="ep", disable=not progress, leave=False):
+        if epoch > 0:
+            perm = epoch_order(train.image_index, gen, one_per_image)
+            loss_sum, n_seen = 0.0, 0
+            for lo in range(0, len(perm), batch_size):
+                b = perm[lo:lo + batch_size]
+                logits = student(train.images[index[b]].to(device), text[b].to(device))
+                loss = contrastive_loss(logits)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.item() * len(b)
+                n_seen += len(b)
+            sched.step()
+        if epoch % eval_every == 0 or epoch == epochs:
+            val_m, _ = evaluate_student(student, val, eval_batch_size)
+            better = val_m["r_mean"] > best_val  # strictly better: ties keep the earlier epoch
+            test_m, top = evaluate_student(student, test, eval_batch_size, top=5 if better else 0)
+            if better:
+                best_val, test_top = val_m["r_mean"], top
+            loss = loss_sum / n_seen if n_seen else float("nan")
+            rows.append({"epoch": epoch, "split": "val", "loss": loss, **val_m})
+            rows.append({"epoch": epoch, "split": "test", "loss": loss, **test_m})
+            if not np.isfinite(loss) and epoch > 0:
+                raise ValueError(f"training diverged at epoch {epoch} (loss {loss}); lower lr / lr_image.")
+    return TrainResult(pd.DataFrame(rows), test_top)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the whole comparison
+
+
+@dataclass
+class EvaluationData:
+    """Everything a run needs, loaded once: real images at one resolution, caption features, tables."""
+
+    train_images: torch.Tensor  # (n_train_images, 3, S, S) uint8, rows in train-table order
+    train_row: pd.Series  # image_id -> row of train_images
+    val: RetrievalSet
+    test: RetrievalSet
+    synthetic: torch.Tensor | None  # (M, 3, S, S) uint8 distilled images
+    pds_text: np.ndarray | None  # (M, d_t) their text targets
+    pds_real: np.ndarray | None  # (M,) image_id of the real image nearest each image prototype (ablation)
+    text_features: np.ndarray  # (n_captions, d_t) caption features, rows = caption_id
+    captions: pd.DataFrame
+
+
+def load_evaluation_data(dataset_root, images: pd.DataFrame, captions: pd.DataFrame,
+                         text_features: np.ndarray, image_size: int, synthetic_dir=None,
+                         synthetic: pd.DataFrame | None = None, pds_text: np.ndarray | None = None,
+                         pds_real: np.ndarray | None = None,
+                         progress: bool = True) -> EvaluationData:
+    """Load the real train / val / test images (and the synthetic ones, `synthetic` table: file, caption,
+    prototype) at `image_size`; text features (n_captions, d_t) rows = caption_id."""
+    if len(text_features) != len(captions):
+        raise ValueError(f"{len(text_features)} caption features for {len(captions)} captions; re-run text_features.")
+    split_pixels = {}
+    for split in ("train", "val", "test"):
+        rows = images[images["split"] == split]
+        split_pixels[split] = load_images(dataset_root, rows["path"].tolist(), image_size, progress)
+    train_img = images[images["split"] == "train"]
+    syn = None
+    if synthetic is not None:
+        if len(synthetic) == 0:
+            raise ValueError("the synthetic table is empty: the distilled training set has no pairs.")
+        if pds_text is None or len(pds_text) != len(synthetic):
+            raise ValueError("pds_text must give one text target per synthetic image (pds_text_targets).")
+        syn = load_images(synthetic_dir, synthetic["file"].tolist(), image_size, progress)
+    return EvaluationData(
+        train_images=split_pixels["train"],
+        train_row=pd.Series(np.arange(len(train_img)), index=train_img["image_id"].to_numpy()),
+        val=retrieval_set(images, captions, text_features, "val", split_pixels["val"]),
+        test=retrieval_set(images, captions, text_features, "test", split_pixels["test"]),
+        synthetic=syn, pds_text=pds_text, pds_real=pds_real, text_features=text_features, captions=captions)
+
+
+def pair_set(ev: EvaluationData, caption_ids: np.ndarray) -> PairSet:
+    """Real training pairs by caption id: their images and their captions' features."""
+    caption_ids = np.asarray(caption_ids, dtype=np.int64)
+    image_ids = ev.captions["image_id"].to_numpy()[caption_ids]
+    missing = ~np.isin(image_ids, ev.train_row.index.to_numpy())
+    if missing.any():
+        raise ValueError(f"caption {int(caption_ids[missing][0])} is not a train-split pair (its image is not "
+                         "a train image); coresets must come from the train split.")
+    return PairSet(ev.train_images, ev.train_row.loc[image_ids].to_numpy(np.int64), ev.text_features[caption_ids])
+
+
+@dataclass
+class TrainSettings:
+    """How every student is trained (see `train_student`); `full_*` apply to the full-data upper bound."""
+
+    epochs: int
+    full_epochs: int
+    lr: float
+    lr_image: float
+    batch_size: int
+    eval_every: int
+    full_one_per_image: bool = True
+    device: str = "cpu"
+    eval_batch_size: int = 500
+
+
+def run_student(ev: EvaluationData, load_encoder: Callable[[str], object], settings: TrainSettings, method: str,
+                encoder_name: str, seed: int, caption_ids: np.ndarray | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Train and evaluate one student: `pds` on the synthetic pairs, any other method on the real pairs
+    `caption_ids`. Returns (history with run columns, test top-5 at the val-selected epoch)."""
+    if method == "pds":
+        train = PairSet(ev.synthetic, np.arange(len(ev.synthetic), dtype=np.int64), ev.pds_text)
+    elif method == "pds_real":
+        train = PairSet(ev.train_images, ev.train_row.loc[ev.pds_real].to_numpy(np.int64), ev.pds_text)
+    else:
+        train = pair_set(ev, caption_ids)
+    full = method == "full"
+    epochs, every = (settings.full_epochs, 1) if full else (settings.epochs, settings.eval_every)
+    torch.manual_seed(seed)  # random-init encoders differ by seed
+    encoder = load_encoder(encoder_name)
+    if encoder.image_size != ev.train_images.shape[-1]:
+        raise ValueError(f"encoder {encoder_name} expects {encoder.image_size}px images but the data were loaded "
+                         f"at {ev.train_images.shape[-1]}px; evaluate encoders of one input size together.")
+    start = time.perf_counter()
+    result = train_student(encoder, train, ev.val, ev.test, epochs, settings.lr, settings.lr_image,
+                           settings.batch_size, every, seed, device=settings.device,
+                           eval_batch_size=settings.eval_batch_size, one_per_image=full and settings.full_one_per_image)
+    hist = result.history
+    n_train = len(np.unique(train.image_index)) if full and settings.full_one_per_image else len(train)
+    for i, (col, value) in enumerate((("method", method), ("image_encoder", encoder_name), ("seed", seed),
+                                      ("n_train", n_train), ("epochs", epochs))):
+        hist.insert(i, col, value)
+    hist["seconds"] = round(time.perf_counter() - start, 1)
+    return hist, result.test_top
+
+
+_WORKER: dict = {}  # per worker process: the data and settings, sent once
+
+
+def _init_worker(ev, load_encoder, settings) -> None:
+    torch.set_num_threads(1)
+    _WORKER.update(ev=ev, load_encoder=load_encoder, settings=settings)
+
+
+def _worker_run(task):
+    return run_student(_WORKER["ev"], _WORKER["load_encoder"], _WORKER["settings"], *task)
+
+
+def run_evaluation(ev: EvaluationData, methods: Sequence[str], encoder_names: Sequence[str],
+                   load_encoder: Callable[[str], object], clip_image: np.ndarray, clip_text: np.ndarray,
+                   n_pairs: int, seeds: Sequence[int], settings: TrainSettings, workers: int = 1,
+                   progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Train and evaluate one student per (method, image encoder, seed).
+
+    Methods: `pds` (ev.synthetic with ev.pds_text), `pds_real` (the ablation: ev.pds_real real images
+    with ev.pds_text), `random` / `herding` / `kcenter` (n_pairs real pairs
+    chosen on the CLIP embeddings clip_image (n_images, d), clip_text (n_captions, d)), `full` (every
+    training pair; `settings.full_epochs` epochs, evaluated after each). `load_encoder(name)` returns a fresh
+    `pds.models.ImageEncoder`; it is called under each run's seed (and must be picklable when workers > 1).
+
+    On the CPU every student trains single-threaded, so results do not depend on `workers`: with
+    workers > 1 the students are spread over that many processes (spawned; the data are sent once each).
+
+    Returns (runs, tops): runs has one row per (method, image_encoder, seed, epoch, split) with n_train,
+    epochs, seconds, loss and the metrics; tops maps (method, encoder, seed) to the test top-5 images of
+    each caption (n_txt, 5) at the val-selected epoch.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown or no methods {unknown or methods}; choose from {', '.join(METHODS)}.")
+    if "pds" in methods and ev.synthetic is None:
+        raise ValueError("method pds needs the synthetic images: pass synthetic and pds_text to load_evaluation_data.")
+    if "pds_real" in methods and (ev.pds_real is None or ev.pds_text is None):
+        raise ValueError("method pds_real needs pds_real (nearest_real_images) and pds_text in load_evaluation_data.")
+    if not encoder_names or not seeds:
+        raise ValueError("give at least one image encoder and one seed.")
+    selections = {(m, s): None if m.startswith("pds") else select_pairs(m, ev.captions, clip_image, clip_text, n_pairs, s)
+                  for m in methods for s in seeds}
+    plan = [(m, e, s, selections[(m, s)]) for e in encoder_names for m in methods for s in seeds]
+    results = {}
+    bar = tqdm(total=len(plan), desc="students", unit="run", disable=not progress)
+    if workers <= 1:
+        for task in plan:
+            results[task[:3]] = run_student(ev, load_encoder, settings, *task)
+            bar.update()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn, not fork: forking a process whose torch thread pools already ran can deadlock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(ev, load_encoder, settings)) as pool:
+            futures = {pool.submit(_worker_run, task): task[:3] for task in plan}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update()
+    bar.close()
+    runs = pd.concat([results[t[:3]][0] for t in plan], ignore_index=True)
+    return runs, {t[:3]: results[t[:3]][1] for t in plan}
+
+
+def retrieval_examples(split: RetrievalSet, texts: Sequence[str], top: np.ndarray, n: int = 4,
+                       seed: int = 0) -> tuple[list[str], list[list[np.ndarray]], list[int]]:
+    """`n` random captions of a split with their top-k retrieved images ((H, W, 3) uint8) and the rank of
+    the true image among them (-1: not in the top k), for `pds.plots.retrieval_examples`."""
+    if len(texts) != len(split.txt2img) or len(top) != len(texts):
+        raise ValueError("texts and top must have one row per caption of the split.")
+    pick = np.sort(np.random.default_rng(seed).choice(len(texts), size=min(n, len(texts)), replace=False))
+    queries, ranked, truth = [], [], []
+    for q in pick:
+        queries.append(str(texts[q]))
+        ranked.append([split.images[i].permute(1, 2, 0).numpy() for i in top[q]])
+        hits = np.flatnonzero(top[q] == split.txt2img[q])
+        truth.append(int(hits[0]) if len(hits) else -1)
+    return queries, ranked, truth
+
+
+# ----------------------------------------------------------------------------------------------------
+# selection and summary
+
+
+def select_epochs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run (method, image_encoder, seed), the test metrics at the epoch with the best val r_mean
+    (selected_on = val; ties: earliest) and at the epoch with the best test r_mean (selected_on = test, the
+    figure published papers report). One row per run and selection rule."""
+    keys = ["method", "image_encoder", "seed"]
+    test = runs[runs["split"] == "test"].set_index(keys + ["epoch"])
+    val = runs[runs["split"] == "val"].set_index(keys + ["epoch"])
+    out = []
+    for rule, source in (("val", val), ("test", test)):
+        # idxmax keeps the first maximum: the earliest epoch on ties
+        best = source["r_mean"].groupby(level=keys, sort=False).idxmax()
+        rows = test.loc[best.to_list()].reset_index()
+        rows.insert(3, "selected_on", rule)
+        out.append(rows)
+    return pd.concat(out, ignore_index=True)
+
+
+def summarise(runs: pd.DataFrame, dataset: str, n_pairs: int, methods: Sequence[str] | None = None) -> dict:
+    """metrics.json (DESIGN §5): dataset, n_pairs, seeds, and per method x image encoder x selection rule the
+    mean over seeds of each recall, r_mean and r_mean_std (population std over seeds), plus the epochs
+    the students were trained for."""
+    sel = select_epochs(runs)
+    order = list(methods) if methods else list(dict.fromkeys(runs["method"]))
+    results = []
+    for enc in dict.fromkeys(runs["image_encoder"]):
+        for method in order:
+            for rule in ("val", "test"):
+                g = sel[(sel["method"] == method) & (sel["image_encoder"] == enc) & (sel["selected_on"] == rule)]
+                if len(g) == 0:
+                    continue
+                entry = {"method": method, "image_encoder": enc, "selected_on": rule}
+                entry.update({k: round(float(g[k].mean()), 2) for k in METRICS})
+                entry["r_mean_std"] = round(float(g["r_mean"].std(ddof=0)), 2)
+                entry["epochs"] = int(g["epochs"].iloc[0])
+                results.append(entry)
+    return {"dataset": dataset, "n_pairs": int(n_pairs), "seeds": int(runs["seed"].nunique()), "results": results}
+
+
+def results_table(runs: pd.DataFrame, selected_on: str = "val", methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """The papers' table: rows (image_encoder, method), columns IR@1/5/10, TR@1/5/10, r_mean as
+    "mean ± std" strings over seeds, for one selection rule."""
+    sel = select_epochs(runs)
+    sel = sel[sel["selected_on"] == selected_on]
+    g = sel.groupby(["image_encoder", "method"], sort=False)[list(METRICS)]
+    mean, std = g.mean(), g.std(ddof=0)
+    table = mean.round(1).astype(str) + " ± " + std.round(1).astype(str)
+    if methods:
+        encs = list(dict.fromkeys(sel["image_encoder"]))
+        table = table.reindex(pd.MultiIndex.from_product([encs, list(methods)], names=table.index.names)).dropna()
+    return table
+
+
+def save_outputs(out_dir, runs: pd.DataFrame, metrics: dict) -> None:
+    """results/evaluate/: runs.csv (every evaluation of every run) and metrics.json."""
+    out = Path(out_dir)
+    data.atomic_write(out / "runs.csv", lambda tmp: runs.to_csv(tmp, index=False, float_format="%.4f"))
+    data.save_json(out / "metrics.json", metrics)
+
+
+# ----------------------------------------------------------------------------------------------------
+# command line: the text_features stage
+
+
+def compute_text_features(embeddings_dir, text_encoder: str, out_dir, batch_size: int = 256,
+                          progress: bool = True) -> Path:
+    """Encode every caption of `embeddings_dir/captions.parquet` with the frozen student text encoder and
+    write `out_dir/text.npy` + `meta.json`."""
+    from pds import models
+
+    captions = data.load_table(Path(embeddings_dir) / "captions.parquet")
+    encoder = models.load_text_encoder(text_encoder)
+    feats = encode_texts(encoder, captions["caption"].astype(str).tolist(), batch_size, progress)
+    save_text_features(out_dir, feats, captions, encoder)
+    return Path(out_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Student text features of every caption (frozen text encoder).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    tf = sub.add_parser("text-features", help="encode every caption once (the text_features stage)")
+    tf.add_argument("--embeddings-dir", default="data/embeddings")
+    tf.add_argument("--text-encoder", default="minilm", help="minilm (packaged all-MiniLM-L6-v2) or bert-base-uncased")
+    tf.add_argument("--out", default="data/text_features")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(num_threads())
+    out = compute_text_features(paths.resolve(args.embeddings_dir), args.text_encoder, paths.resolve(args.out),
+                                paths.batch_size(256))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

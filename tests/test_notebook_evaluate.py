@@ -1,0 +1,76 @@
+"""Smoke test: notebook 05_evaluate runs under papermill (the `dvc repro` injection path) with tiny parameters
+on fabricated upstream artefacts, and writes metrics.json in the DESIGN §5 shape, runs.csv and the plots."""
+
+import numpy as np
+import pandas as pd
+import papermill
+import pytest
+from fakes import make_fake_dataset, make_fake_embeddings
+from PIL import Image
+
+from pds import data, evaluate
+from pds.paths import ROOT
+
+METHODS = ["pds", "random", "herding", "kcenter", "full", "pds_real"]
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("nb05")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PDS_NUM_THREADS", "1")  # one training process: no worker start-up (test_evaluate covers workers)
+    images, captions = make_fake_dataset(tmp / "raw" / "fake", n_images=40, n_groups=4)
+    clip_image, _ = make_fake_embeddings(tmp / "embeddings", images, captions, d=16, n_groups=4)
+    rng = np.random.default_rng(0)
+    group = (captions["image_id"].to_numpy() % 4)
+    feats = (rng.normal(size=(4, 8))[group] + 0.1 * rng.normal(size=(len(captions), 8))).astype(np.float32)
+    encoder = type("FakeTextEncoder", (), {"name": "fake", "pooling": "mean", "normalize": False})()
+    evaluate.save_text_features(tmp / "text_features", feats, captions, encoder)
+    # a distilled set of 4 pairs: one prototype per colour group, members = that group's train captions
+    train = captions[captions.split == "train"]
+    members = pd.DataFrame({"prototype": train.image_id.to_numpy() % 4, "caption_id": train.caption_id.to_numpy()})
+    prompts = pd.DataFrame({"prototype": np.arange(4), "caption_id": [train.caption_id[train.image_id % 4 == g].iloc[0]
+                                                                      for g in range(4)]})
+    data.save_table(tmp / "prototypes" / "members.parquet", members.iloc[:-3])
+    data.save_table(tmp / "prototypes" / "prompts.parquet", prompts)
+    data.save_npy(tmp / "prototypes" / "image.npy", clip_image[:4])  # prototype g = image g's embedding (train)
+    for g in range(4):
+        data.save_png(tmp / "synthetic" / f"{g:03d}.png", Image.open(tmp / "raw" / "fake" / "images" / f"{g:05d}.png"))
+    data.save_table(tmp / "synthetic" / "synthetic.parquet",
+                    pd.DataFrame({"file": [f"{g:03d}.png" for g in range(4)], "caption": ["c"] * 4, "prototype": range(4)}))
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "05_evaluate.ipynb"), str(tmp / "05_evaluate.ipynb"), kernel_name="python3",
+        cwd=str(ROOT), progress_bar=False,
+        parameters={"embeddings_dir": str(tmp / "embeddings"), "text_features_dir": str(tmp / "text_features"),
+                    "prototypes_dir": str(tmp / "prototypes"), "synthetic_dir": str(tmp / "synthetic"),
+                    "dataset_root": str(tmp / "raw" / "fake"), "encoders_dir": str(tmp / "no-encoders"),
+                    "out_dir": str(tmp / "out"), "dataset": "fake", "n_pairs": 4, "methods": ",".join(METHODS),
+                    "image_encoders": "convnet", "pretrained": "none", "text_encoder": "fake", "epochs": 2,
+                    "full_epochs": 1, "full_one_per_image": 1, "lr": 0.05, "lr_image": 0.01, "batch_size": 8, "eval_every": 1, "seeds": 2,
+                    "seed": 0})
+    mp.undo()
+    return tmp / "out"
+
+
+def test_metrics_json_has_one_entry_per_method_encoder_and_rule(ran):
+    metrics = data.load_json(ran / "metrics.json")
+    assert (metrics["dataset"], metrics["n_pairs"], metrics["seeds"]) == ("fake", 4, 2)
+    got = [(r["method"], r["image_encoder"], r["selected_on"]) for r in metrics["results"]]
+    assert got == [(m, "convnet", rule) for m in METHODS for rule in ("val", "test")]
+    for r in metrics["results"]:
+        assert 0 <= r["r_mean"] <= 100 and r["r_mean_std"] >= 0
+        assert r["epochs"] == (1 if r["method"] == "full" else 2)
+
+
+def test_runs_csv_holds_every_evaluation(ran):
+    runs = pd.read_csv(ran / "runs.csv")
+    # 6 methods x 2 seeds; epochs 0..2 (0..1 for full), val and test each
+    assert len(runs) == (5 * 2 * 3 + 2 * 2) * 2
+    assert set(runs.columns) >= {"method", "image_encoder", "seed", "epoch", "split", *evaluate.METRICS}
+    assert runs.loc[runs.method == "full", "n_train"].iloc[0] == 24  # one caption per train image each epoch
+    assert (runs.loc[runs.method != "full", "n_train"] == 4).all()
+
+
+def test_plots_are_written(ran):
+    for name in ("r_mean.png", "retrieval_examples.png"):
+        assert (ran / name).stat().st_size > 1000
