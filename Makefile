@@ -55,8 +55,8 @@ sweep: install  ## budgets M = 200, 500, 100 (dvc exp run each), then results/sw
 bench: install  ## performance harness (not a test): results/benchmarks.json + results/benchmarks/summary.md
 	$(BIN)/python benchmarks/run.py
 
-lab: install  ## JupyterLab on the notebooks (add --allow-root when running as root)
-	$(BIN)/jupyter lab notebooks/
+lab: install  ## JupyterLab on the notebooks
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 clean-venv:
 	rm -rf $(VENV)
