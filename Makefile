@@ -34,7 +34,7 @@ test-all: install  ## also the slow tests (full toy-model quality checks)
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 lint: install  ## ruff + notebooks stripped of outputs
-	$(BIN)/ruff check pds tests benchmarks
+	$(BIN)/ruff check pds tests benchmarks notebooks
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
 
 format: install

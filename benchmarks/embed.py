@@ -97,60 +97,79 @@ def child(spec: dict) -> dict:
     return {"rounds": rounds, "torch_threads": torch.get_num_threads(), "stage_equals_bare": same}
 
 
+# (label, open_clip name, pretrained, images per timed call as a fraction of --embed-images): the toy CLIP,
+# and a randomly initialised ViT-B-32 at 224x224, whose forward costs what a real CLIP's does (no download)
+MODELS = (("toy CLIP (32x32)", "local-dir:models/toy-clip", "none", 1.0),
+          ("ViT-B-32, random weights (224x224)", "ViT-B-32", "none", 1 / 16))
+
+
 def run(opts) -> dict:
     quick = opts.quick
-    spec = {"clip_model": "local-dir:models/toy-clip", "clip_pretrained": "none", "dataset_root": "data/raw/toyworld",
-            "n_images": 512 if quick else opts.embed_images, "batch_size": 256, "threads": opts.threads}
-    spec["n_captions"] = 5 * spec["n_images"]
     from pds import paths
 
-    if not (paths.resolve(spec["dataset_root"]) / "dataset_toyworld.json").is_file():
-        return {"skipped": f"{spec['dataset_root']} is missing: run `dvc repro toyworld` first."}
+    if not (paths.resolve("data/raw/toyworld") / "dataset_toyworld.json").is_file():
+        return {"skipped": "data/raw/toyworld is missing: run `dvc repro toyworld` first."}
     if not (paths.resolve("models/toy-clip") / "open_clip_config.json").is_file():
         return {"skipped": "models/toy-clip is missing: run `dvc repro toymodels` first."}
     repeats = 2 if quick else opts.repeats
-    child_out = run_child("embed:child", spec | {"repeats": repeats}, opts.threads)
-    runs = child_out["rounds"]
-    out = {"settings": spec | {"repeats": repeats}, "results": {}}
-    for kind, configs in (("image", IMAGE_CONFIGS), ("text", TEXT_CONFIGS)):
-        res = {c: stats([r[kind][c]["per_second"] for r in runs]) for c in configs}
-        bare = [r[kind]["bare"]["per_second"] for r in runs]
-        for c in configs:
-            if c.startswith("stage"):
-                res[f"efficiency_{c}"] = ratio_stats([r[kind][c]["per_second"] for r in runs], bare)
-        out["results"][kind] = res
-        log(f"  {kind}: efficiency {fmt(res['efficiency_stage'], 2)}")
-    out["stage_equals_bare"] = child_out["stage_equals_bare"]
-    out["peak_rss_mib"] = child_out["peak_rss_mib"]
-    out["note"] = ("efficiency = stage throughput / bare forward throughput, per repeat (same process, same "
-                   "threads, same batch size: images 256, captions 1024); `load` is the stage's loading path "
-                   "alone (model replaced by a no-op). Target >= 0.9.")
+    out = {"models": [], "note": (
+        "efficiency = stage throughput / bare forward throughput, per repeat (same process, same threads, same "
+        "batch size: images 256, captions 1024 for the toy CLIP; 64 / 256 for ViT-B-32); `load` is the stage's "
+        "loading path alone (model replaced by a no-op). Target >= 0.9.")}
+    for label, name, pretrained, share in MODELS:
+        n = max(64, int((512 if quick else opts.embed_images) * share))
+        bs = 256 if share == 1.0 else 64
+        spec = {"label": label, "clip_model": name, "clip_pretrained": pretrained,
+                "dataset_root": "data/raw/toyworld", "n_images": n, "n_captions": 5 * n, "batch_size": bs,
+                "threads": opts.threads}
+        log(f"  {label}: {n} images, {5 * n} captions")
+        child_out = run_child("embed:child", spec | {"repeats": repeats}, opts.threads)
+        runs = child_out["rounds"]
+        entry = {"settings": spec | {"repeats": repeats}, "results": {}}
+        for kind, configs in (("image", IMAGE_CONFIGS), ("text", TEXT_CONFIGS)):
+            res = {c: stats([r[kind][c]["per_second"] for r in runs]) for c in configs}
+            bare = [r[kind]["bare"]["per_second"] for r in runs]
+            for c in configs:
+                if c.startswith("stage"):
+                    res[f"efficiency_{c}"] = ratio_stats([r[kind][c]["per_second"] for r in runs], bare)
+            entry["results"][kind] = res
+            log(f"  {label} {kind}: efficiency {fmt(res['efficiency_stage'], 2)}")
+        entry["stage_equals_bare"] = child_out["stage_equals_bare"]
+        entry["peak_rss_mib"] = child_out["peak_rss_mib"]
+        out["models"].append(entry)
     return out
 
 
 def markdown(section: dict) -> str:
     if "skipped" in section:
         return f"*Embedding: skipped ({section['skipped']})*\n"
-    s = section["settings"]
-    lines = [f"**Embedding efficiency** (toy CLIP, {s['n_images']:,} toy-world images / {s['n_captions']:,} captions, "
-             f"batch {s['batch_size']} / {4 * s['batch_size']}, {threads_text(s['threads'])}; median (min–max) of "
-             "per-round values)", "",
-             "| input | embed stage (/s) | bare CLIP forward (/s) | efficiency (target ≥ 0.9) | loading alone (/s) | "
-             "serial prediction (/s) |", "|---|---|---|---|---|---|"]
-    img, txt = section["results"]["image"], section["results"]["text"]
+    if "models" not in section:
+        return "*Embedding: results from an older harness; rerun `python benchmarks/run.py --only embed`.*\n"
+    first = section["models"][0]["settings"]
+    lines = [f"**Embedding efficiency** (toy-world images and captions, {threads_text(first['threads'])}; median "
+             f"(min–max) of per-round values over {first['repeats']} rounds)", "",
+             "| CLIP | input | embed stage (/s) | bare CLIP forward (/s) | efficiency (target ≥ 0.9) | "
+             "loading alone (/s) | serial prediction (/s) |", "|---|---|---|---|---|---|---|"]
 
     def serial(res):  # no overlap: 1 / (1 / bare + 1 / load), from the medians
         return f"{1 / (1 / res['bare']['median'] + 1 / res['load']['median']):,.0f}"
 
-    lines.append(f"| images, 0 workers | {fmt(img['stage'])} | {fmt(img['bare'])} | "
-                 f"{fmt(img['efficiency_stage'], 2)} | {fmt(img['load'])} | {serial(img)} |")
-    lines.append(f"| images, 1 worker | {fmt(img['stage_workers1'])} | {fmt(img['bare'])} | "
-                 f"{fmt(img['efficiency_stage_workers1'], 2)} | — | — |")
-    lines.append(f"| captions | {fmt(txt['stage'])} | {fmt(txt['bare'])} | {fmt(txt['efficiency_stage'], 2)} | "
-                 f"{fmt(txt['load'])} | {serial(txt)} |")
+    same = []
+    for entry in section["models"]:
+        s, img, txt = entry["settings"], entry["results"]["image"], entry["results"]["text"]
+        name = f"{s['label']}, {s['n_images']:,} images / {s['n_captions']:,} captions"
+        lines.append(f"| {name} | images, 0 workers | {fmt(img['stage'])} | {fmt(img['bare'])} | "
+                     f"{fmt(img['efficiency_stage'], 2)} | {fmt(img['load'])} | {serial(img)} |")
+        lines.append(f"| | images, 1 worker | {fmt(img['stage_workers1'])} | {fmt(img['bare'])} | "
+                     f"{fmt(img['efficiency_stage_workers1'], 2)} | — | — |")
+        lines.append(f"| | captions | {fmt(txt['stage'])} | {fmt(txt['bare'])} | {fmt(txt['efficiency_stage'], 2)} | "
+                     f"{fmt(txt['load'])} | {serial(txt)} |")
+        same.append(f"{s['label']}: {'yes' if entry.get('stage_equals_bare') else 'NO'}")
     lines += ["", "Loading alone = the stage's own loading path (decode, path checks, preprocessing; tokenising for "
               "captions) with a no-op model. Without workers the stage runs loading and model one after the other, "
-              "so its throughput is the serial prediction; a worker overlaps them only where a core is free. The "
-              "stage's embeddings are bit-identical to the bare forward's: "
-              f"{'yes' if section.get('stage_equals_bare') else 'NO'}."]
+              "so its throughput is the serial prediction; a worker overlaps them only where a core is free. "
+              "The toy CLIP's forward is so cheap (a 3-layer ViT on 16 patches) that loading a 32x32 PNG costs as "
+              "much as embedding it, so its efficiency measures the PNG decoder; the random ViT-B-32 has a real "
+              "CLIP's cost per image, which is the regime the 0.9 target is about. Stage embeddings bit-identical "
+              "to the bare forward's: " + "; ".join(same) + "."]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ is relative to the dataset root. Every write is atomic (temp file + rename), so 
 leaves a half-written file behind that looks complete.
 """
 
+import functools
 import json
 import os
 import re
@@ -102,25 +103,37 @@ def preprocess_caption(caption: str, max_words: int = 30) -> str:
 # paths inside the dataset root
 
 
+@functools.lru_cache(maxsize=4096)
+def _real_dir(root: str, rel_dir: str) -> tuple[Path, Path]:
+    """(resolved root, resolved root/rel_dir): cached, since thousands of images share a folder and a full
+    `resolve` per image costs as much as decoding a small PNG."""
+    real_root = Path(root).resolve()
+    return real_root, (real_root / rel_dir).resolve()
+
+
 def resolve_image_path(root: str | os.PathLike, rel: str) -> Path:
     """`root / rel`, refusing any path that leaves the dataset root (absolute paths, `..`, symlinks out)."""
-    root = Path(root).resolve()
     if not rel or Path(rel).is_absolute():
-        raise ValueError(f"image path {rel!r} must be a non-empty path relative to the dataset root {root}.")
-    full = (root / rel).resolve()
-    if full != root and root not in full.parents:
-        raise ValueError(f"image path {rel!r} escapes the dataset root {root}; fix the annotation file.")
+        raise ValueError(f"image path {rel!r} must be a non-empty path relative to the dataset root "
+                         f"{Path(root).resolve()}.")
+    rel_dir, name = os.path.split(rel)
+    real_root, folder = _real_dir(os.path.abspath(root), rel_dir)
+    full = folder / name
+    if name in ("", ".", "..") or os.path.islink(full):  # only then can the last part move the path
+        full = full.resolve()
+    if full != real_root and real_root not in full.parents:
+        raise ValueError(f"image path {rel!r} escapes the dataset root {real_root}; fix the annotation file.")
     return full
 
 
 def load_image(root, rel: str) -> Image.Image:
     """Open one image as RGB, with an error that names the file when it is missing or corrupt."""
     path = resolve_image_path(root, rel)
-    if not path.exists():
-        raise FileNotFoundError(f"image {path} is listed in the annotations but missing on disk.")
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {path} is listed in the annotations but missing on disk.") from None
     except Exception as e:  # PIL raises several types for truncated / non-image files
         raise ValueError(f"image {path} is unreadable or corrupt ({type(e).__name__}: {e}).") from e
 

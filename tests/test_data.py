@@ -122,6 +122,13 @@ def test_image_paths_stay_inside_root(tmp_path):
     (tmp_path / "root" / "link.png").symlink_to(tmp_path / "outside.png")
     with pytest.raises(ValueError, match="escapes"):
         data.resolve_image_path(tmp_path / "root", "link.png")
+    (tmp_path / "elsewhere").mkdir()
+    write_png(tmp_path / "elsewhere" / "b.png")
+    (tmp_path / "root" / "dirlink").symlink_to(tmp_path / "elsewhere")  # a folder link out of the root
+    with pytest.raises(ValueError, match="escapes"):
+        data.resolve_image_path(tmp_path / "root", "dirlink/b.png")
+    (tmp_path / "root" / "inside").symlink_to(tmp_path / "root" / "imgs")  # a link that stays inside is fine
+    assert data.resolve_image_path(tmp_path / "root", "inside/a.png") == (tmp_path / "root" / "imgs" / "a.png").resolve()
 
 
 def test_missing_and_corrupt_images_are_named(tmp_path):

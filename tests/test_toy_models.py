@@ -91,3 +91,59 @@ def test_judge_prompts_cover_every_shape_and_colour():
         for p in ps:
             parsed = world.parse_caption(p)
             assert parsed["shape"] == shape and parsed["colour"] == colour
+
+
+def test_epoch_batches_cover_every_row_once_per_epoch_and_are_seeded():
+    from pds.toy.clip import epoch_batches
+
+    batches = epoch_batches(10, 3, torch.Generator().manual_seed(0))
+    first = [next(batches) for _ in range(6)]  # two epochs of three full batches (one row left out each)
+    for epoch in (first[:3], first[3:]):
+        rows = torch.cat(epoch).tolist()
+        assert len(rows) == len(set(rows)) == 9 and set(rows) <= set(range(10))
+    again = epoch_batches(10, 3, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, next(again)) for a in first)
+    with pytest.raises(ValueError, match="exceeds the 2 training rows"):
+        next(epoch_batches(2, 3, torch.Generator()))
+
+
+def test_vae_weighting_puts_object_pixels_first():
+    # one saturated pixel on grey: with fg_weight its error dominates the loss the VAE is trained on
+    from pds.toy.unclip import train_vae
+
+    torch.manual_seed(0)
+    image = torch.full((4, 8, 8, 3), 128, dtype=torch.uint8)
+    image[:, 3, 3] = torch.tensor([220, 40, 40], dtype=torch.uint8)
+
+    def first_loss(fg_weight):
+        torch.manual_seed(0)
+        vae = unclip.build_components(8, image_size=8, vae_channels=(16, 32))["vae"]
+        return train_vae(vae, image, steps=1, batch_size=4, lr=0.0, fg_weight=fg_weight, progress=False)[0]
+
+    assert first_loss(0.0) != pytest.approx(first_loss(20.0), rel=1e-3)
+
+
+def test_decoder_callback_sees_average_weights_and_does_not_change_training():
+    comps_a, comps_b = (unclip.build_components(8, image_size=16, text_hidden=32, text_layers=1, max_length=8)
+                        for _ in range(2))
+    comps_b["unet"].load_state_dict(comps_a["unet"].state_dict())
+    comps_b["text_encoder"].load_state_dict(comps_a["text_encoder"].state_dict())
+    latents = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    embeds = torch.randn(6, 8, generator=torch.Generator().manual_seed(2))
+    for comps in (comps_a, comps_b):
+        unclip.fit_normalizer(comps["image_normalizer"], embeds)
+    tokens = unclip.tokenize(comps_a["tokenizer"], ["a red circle"] * 6)
+    seen = []
+
+    def callback(step):
+        assert not comps_b["unet"].training
+        seen.append((step, [p.detach().clone() for p in comps_b["unet"].parameters()]))
+
+    kw = dict(steps=5, batch_size=3, seed=0, progress=False)
+    la = unclip.train_decoder(comps_a, latents, latents.abs() * 0.1, embeds, tokens, np.arange(6), **kw)
+    lb = unclip.train_decoder(comps_b, latents, latents.abs() * 0.1, embeds, tokens, np.arange(6), **kw,
+                              callback=callback, callback_every=2)
+    assert la == lb and [s for s, _ in seen] == [2, 4]
+    for p, q in zip(comps_a["unet"].parameters(), comps_b["unet"].parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert any(not torch.equal(a, b) for a, b in zip(seen[0][1], seen[1][1], strict=True))

@@ -92,6 +92,17 @@ def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+def epoch_batches(n: int, batch_size: int, gen: torch.Generator):
+    """Endless batches of row indices: epochs of a seeded permutation of range(n), each cut into full
+    batches (an epoch's remainder is dropped). Draws from `gen` lazily, when the next batch is asked for."""
+    if n < batch_size:
+        raise ValueError(f"batch_size {batch_size} exceeds the {n} training rows; lower it.")
+    while True:
+        order = torch.randperm(n, generator=gen)
+        for pos in range(0, n - batch_size + 1, batch_size):
+            yield order[pos:pos + batch_size]
+
+
 def train_toy_clip(model: open_clip.CLIP, config: dict, images: torch.Tensor, tokens: torch.Tensor,
                    caption_image: np.ndarray, steps: int, batch_size: int = 256, lr: float = 1e-3,
                    weight_decay: float = 0.1, warmup: int = 100, seed: int = 0, shift: int = 0,
@@ -103,22 +114,18 @@ def train_toy_clip(model: open_clip.CLIP, config: dict, images: torch.Tensor, to
     (epochs of a seeded permutation) and one of each image's captions at random. `shift` > 0 adds a random
     translation of up to `shift` pixels (edge padding) as light augmentation.
     """
-    if len(images) < batch_size:
-        raise ValueError(f"batch_size {batch_size} exceeds the {len(images)} training images; lower it.")
     gen = torch.Generator().manual_seed(seed)
+    batches = epoch_batches(len(images), batch_size, gen)
     table, counts = caption_table(caption_image, len(images))
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6)
     model.train()
-    losses, order, pos = [], torch.randperm(len(images), generator=gen), 0
+    losses = []
     bar = tqdm(range(steps), desc="toy CLIP", unit="step", disable=not progress)
     for step in bar:
-        if pos + batch_size > len(order):
-            order, pos = torch.randperm(len(images), generator=gen), 0
-        idx = order[pos:pos + batch_size]
-        pos += batch_size
+        idx = next(batches)
         pick = (torch.rand(batch_size, generator=gen) * counts[idx]).long()
         text = tokens[table[idx, pick]]
         x = normalize_images(images[idx], config)

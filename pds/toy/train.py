@@ -54,9 +54,10 @@ def train_clip(world_root, out_dir, seed: int = 0, steps: int = 1500, batch_size
     return {"seconds": round(time.time() - t0, 1), "steps": steps, "final_loss": float(np.mean(losses[-50:]))}
 
 
-def train_unclip(world_root, clip_dir, out_dir, seed: int = 0, vae_steps: int = 800, vae_batch_size: int = 32,
-                 vae_lr: float = 2e-3, unet_steps: int = 2000, unet_batch_size: int = 32, unet_lr: float = 1e-3,
-                 text_hidden: int = 64, text_layers: int = 2, max_noise_level: int = 300) -> dict:
+def train_unclip(world_root, clip_dir, out_dir, seed: int = 0, vae_width: int = 32, latent_channels: int = 4,
+                 vae_steps: int = 1000, vae_batch_size: int = 32, vae_lr: float = 2e-3, vae_fg_weight: float = 0.0,
+                 unet_steps: int = 2000, unet_batch_size: int = 64, unet_lr: float = 1e-3, text_hidden: int = 64,
+                 text_layers: int = 2, max_noise_level: int = 300) -> dict:
     """Train and save the toy unCLIP decoder on the toy CLIP in `clip_dir`; returns a small log."""
     import shutil
 
@@ -69,10 +70,11 @@ def train_unclip(world_root, clip_dir, out_dir, seed: int = 0, vae_steps: int = 
     context_length = clip_config["model_cfg"]["text_cfg"]["context_length"]
     torch.manual_seed(seed)
     comps = toy_unclip.build_components(embeds.shape[1], image_size=int(images.shape[1]), text_hidden=text_hidden,
-                                        text_layers=text_layers, max_length=context_length)
+                                        text_layers=text_layers, max_length=context_length,
+                                        vae_channels=(vae_width, 2 * vae_width), latent_channels=latent_channels)
     toy_unclip.fit_normalizer(comps["image_normalizer"], embeds)
     vae_losses = toy_unclip.train_vae(comps["vae"], images, steps=vae_steps, batch_size=vae_batch_size, lr=vae_lr,
-                                      seed=seed)
+                                      fg_weight=vae_fg_weight, seed=seed)
     t_vae = time.time() - t0
     latent_mean, latent_std = toy_unclip.encode_latents(comps["vae"], images)
     # unit-variance latents for the diffusion model; written to the config so save_pretrained keeps it
@@ -103,10 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clip-batch-size", type=int, default=128)
     p.add_argument("--clip-lr", type=float, default=1e-3)
     p.add_argument("--clip-embed-dim", type=int, default=64)
-    p.add_argument("--vae-steps", type=int, default=800)
+    p.add_argument("--vae-width", type=int, default=32, help="VAE channels: (width, 2 x width)")
+    p.add_argument("--latent-channels", type=int, default=4)
+    p.add_argument("--vae-steps", type=int, default=1000)
     p.add_argument("--vae-lr", type=float, default=2e-3)
+    p.add_argument("--vae-fg-weight", type=float, default=0.0, help="extra loss weight of saturated pixels")
     p.add_argument("--unet-steps", type=int, default=2000)
-    p.add_argument("--unet-batch-size", type=int, default=32)
+    p.add_argument("--unet-batch-size", type=int, default=64)
     p.add_argument("--unet-lr", type=float, default=1e-3)
     p.add_argument("--text-hidden", type=int, default=64, help="width of the decoder's caption encoder")
     args = p.parse_args(argv)
@@ -121,8 +126,9 @@ def main(argv: list[str] | None = None) -> None:
                          batch_size=args.clip_batch_size, lr=args.clip_lr, embed_dim=args.clip_embed_dim)
         print(f"toy CLIP: {json.dumps(log)}")
     if "unclip" in which:
-        log = train_unclip(world, out / "toy-clip", out / "toy-unclip", seed=args.seed, vae_steps=args.vae_steps,
-                           vae_lr=args.vae_lr, unet_steps=args.unet_steps, unet_batch_size=args.unet_batch_size,
+        log = train_unclip(world, out / "toy-clip", out / "toy-unclip", seed=args.seed, vae_width=args.vae_width,
+                           latent_channels=args.latent_channels, vae_steps=args.vae_steps, vae_lr=args.vae_lr,
+                           vae_fg_weight=args.vae_fg_weight, unet_steps=args.unet_steps, unet_batch_size=args.unet_batch_size,
                            unet_lr=args.unet_lr, text_hidden=args.text_hidden)
         print(f"toy unCLIP: {json.dumps(log)}")
 

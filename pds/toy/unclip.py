@@ -7,6 +7,7 @@ noise-augmented image embedding concatenated with the sinusoidal embedding of it
 UNet cross-attends to the caption through a small CLIP text encoder trained jointly with it.
 """
 
+import functools
 import gzip
 import math
 
@@ -33,6 +34,8 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+from pds.toy.clip import caption_table, epoch_batches
+
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 # ----------------------------------------------------------------------------------------------------
@@ -58,7 +61,8 @@ def build_tokenizer(max_length: int = 32) -> CLIPTokenizer:
 
 
 def build_components(embed_dim: int, image_size: int = 32, text_hidden: int = 64, text_layers: int = 2,
-                     max_length: int = 32, vae_channels: tuple[int, int] = (16, 32), vae_attention: bool = False,
+                     max_length: int = 32, vae_channels: tuple[int, int] = (16, 32), latent_channels: int = 4,
+                     vae_attention: bool = False,
                      unet_channels: tuple[int, int] = (32, 64), attention_heads: int = 4,
                      image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)) -> dict:
     """Randomly initialised pipeline components (torch's global seed decides the weights).
@@ -68,14 +72,14 @@ def build_components(embed_dim: int, image_size: int = 32, text_hidden: int = 64
     projection size: the pipeline requires one, but it is only used when called with `image=` instead of
     `image_embeds=` (never, here).
     """
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=latent_channels, layers_per_block=1,
                         block_out_channels=tuple(vae_channels), norm_num_groups=vae_channels[0] // 2,
                         sample_size=image_size, mid_block_add_attention=vae_attention,
                         down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
                         up_block_types=("UpDecoderBlock2D",) * len(vae_channels))
     latent_size = image_size // 2 ** (len(vae_channels) - 1)
     unet = UNet2DConditionModel(
-        sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1,
+        sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels, layers_per_block=1,
         block_out_channels=tuple(unet_channels), norm_num_groups=16,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=text_hidden, attention_head_dim=attention_heads,
@@ -122,25 +126,30 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
 
 
 def train_vae(vae: AutoencoderKL, images: torch.Tensor, steps: int, batch_size: int = 32, lr: float = 1e-3,
-              kl_weight: float = 1e-5, seed: int = 0, progress: bool = True) -> list[float]:
-    """Fit the VAE in place to uint8 images (N, H, W, 3): per-pixel MSE + `kl_weight` * KL (per latent
-    element), on epochs of a seeded permutation. Returns the reconstruction MSE per step."""
+              kl_weight: float = 1e-4, fg_weight: float = 0.0, seed: int = 0, progress: bool = True) -> list[float]:
+    """Fit the VAE in place to uint8 images (N, H, W, 3): weighted per-pixel MSE + `kl_weight` * KL (per
+    latent element), on epochs of a seeded permutation. Returns the (weighted) reconstruction MSE per step.
+
+    Each pixel's squared error is weighted by 1 + `fg_weight` * its saturation (max - min channel, in [0, 1]):
+    the toy world's backgrounds are grey and its objects saturated, so a plain MSE spends the small VAE's
+    capacity on background (stripes) and blurs the few object pixels that carry shape. This is the toy
+    stand-in for the perceptual loss real Stable Diffusion VAEs are trained with.
+    """
     gen = torch.Generator().manual_seed(seed)
+    batches = epoch_batches(len(images), batch_size, gen)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     vae.train()
-    losses, order, pos = [], torch.randperm(len(images), generator=gen), 0
+    losses = []
     bar = tqdm(range(steps), desc="toy unCLIP: VAE", unit="step", disable=not progress)
     for step in bar:
-        if pos + batch_size > len(order):
-            order, pos = torch.randperm(len(images), generator=gen), 0
-        x = to_unit_range(images[order[pos:pos + batch_size]])
-        pos += batch_size
+        x = to_unit_range(images[next(batches)])
         for g in opt.param_groups:  # cosine decay: the last steps polish the reconstructions
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
         rec = vae.decode(z).sample
-        mse = F.mse_loss(rec, x)
+        weight = 1 + fg_weight * (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)) / 2  # (B, 1, H, W)
+        mse = ((rec - x) ** 2 * weight).mean() / weight.mean()
         kl = 0.5 * (post.mean ** 2 + post.var - 1.0 - post.logvar).mean()
         opt.zero_grad(set_to_none=True)
         (mse + kl_weight * kl).backward()
@@ -183,7 +192,7 @@ def train_decoder(components: dict, latent_mean: torch.Tensor, latent_std: torch
                   tokens: torch.Tensor, caption_image: np.ndarray, steps: int, batch_size: int = 64,
                   lr: float = 8e-4, max_noise_level: int = 300, p_drop_both: float = 0.10,
                   p_drop_text: float = 0.25, p_drop_image: float = 0.05, ema_decay: float = 0.998, seed: int = 0,
-                  progress: bool = True) -> list[float]:
+                  progress: bool = True, callback=None, callback_every: int = 1000) -> list[float]:
     """Train the UNet and the text encoder jointly (the scheduler's prediction type), in place; returns the
     loss per step.
 
@@ -193,9 +202,9 @@ def train_decoder(components: dict, latent_mean: torch.Tensor, latent_std: torch
     half the time, otherwise uniform in [0, max_noise_level). Dropout for classifier-free guidance gives
     exactly the pipeline's unconditional input (zero class vector, empty prompt): both dropped with
     `p_drop_both`, caption only with `p_drop_text`, embedding only with `p_drop_image`. The final weights
-    are an exponential moving average (`ema_decay`) of the trained ones.
+    are an exponential moving average (`ema_decay`) of the trained ones. `callback(step)`, if given, runs
+    every `callback_every` steps with the average weights in place (to watch quality while training).
     """
-    from pds.toy.clip import caption_table
 
     unet, text_encoder = components["unet"], components["text_encoder"]
     normalizer, noising = components["image_normalizer"], components["image_noising_scheduler"]
@@ -211,13 +220,11 @@ def train_decoder(components: dict, latent_mean: torch.Tensor, latent_std: torch
     ema = [p.detach().clone() for p in params]
     unet.train()
     text_encoder.train()
-    losses, order, pos = [], torch.randperm(len(embeds), generator=gen), 0
+    batches = epoch_batches(len(embeds), batch_size, gen)
+    losses = []
     bar = tqdm(range(steps), desc="toy unCLIP: UNet", unit="step", disable=not progress)
     for step in bar:
-        if pos + batch_size > len(order):
-            order, pos = torch.randperm(len(embeds), generator=gen), 0
-        idx = order[pos:pos + batch_size]
-        pos += batch_size
+        idx = next(batches)
         b = len(idx)
         pick = (torch.rand(b, generator=gen) * counts[idx]).long()
         ids = tokens[table[idx, pick]].clone()  # (B, L)
@@ -253,12 +260,31 @@ def train_decoder(components: dict, latent_mean: torch.Tensor, latent_std: torch
         losses.append(float(loss.detach()))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if callback is not None and (step + 1) % callback_every == 0 and step + 1 < steps:
+            _with_weights(params, ema, functools.partial(callback, step + 1), (unet, text_encoder))
     with torch.no_grad():
         for e, p in zip(ema, params, strict=True):
             p.copy_(e)
     unet.eval()
     text_encoder.eval()
     return losses
+
+
+def _with_weights(params, weights, fn, modules) -> None:
+    """Run `fn()` in eval mode with `weights` copied into `params`, then restore both (no RNG is drawn)."""
+    with torch.no_grad():
+        saved = [p.detach().clone() for p in params]
+        for w, p in zip(weights, params, strict=True):
+            p.copy_(w)
+        for m in modules:
+            m.eval()
+        try:
+            fn()
+        finally:
+            for s, p in zip(saved, params, strict=True):
+                p.copy_(s)
+            for m in modules:
+                m.train()
 
 
 def fit_normalizer(normalizer: StableUnCLIPImageNormalizer, embeds: torch.Tensor) -> None:
