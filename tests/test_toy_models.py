@@ -123,7 +123,7 @@ def test_vae_weighting_puts_object_pixels_first():
     assert first_loss(0.0) != pytest.approx(first_loss(20.0), rel=1e-3)
 
 
-def test_decoder_callback_sees_average_weights_and_does_not_change_training():
+def test_decoder_callback_runs_in_eval_mode_and_does_not_change_training():
     comps_a, comps_b = (unclip.build_components(8, image_size=16, text_hidden=32, text_layers=1, max_length=8)
                         for _ in range(2))
     comps_b["unet"].load_state_dict(comps_a["unet"].state_dict())
