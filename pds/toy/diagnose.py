@@ -1,0 +1,122 @@
+"""Where the toy decoder loses shape: how much shape the toy-CLIP embedding carries, and how much the
+decoder takes from the caption versus the embedding. Measured on the validation split (the test split is for
+the model card's figures), outside the toymodels stage: it reads the committed models, trains nothing but the
+judge and a linear probe.
+
+    python -m pds.toy.diagnose --world data/raw/toyworld --models models --n 200
+
+writes `models/diagnostics.json` (quoted in models/README.md, "Limitations").
+"""
+
+import argparse
+import re
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from pds import data
+from pds.paths import resolve
+from pds.toy import quality
+from pds.toy.world import _SHAPE_SYN, SHAPES, parse_caption
+
+# every written form of every shape, longest first so "plus signs" wins over "plus sign"
+_SHAPE_FORMS = sorted(((form, shape, plural) for shape, forms in _SHAPE_SYN.items()
+                       for pair in forms for plural, form in enumerate(pair)), key=lambda f: -len(f[0]))
+_SHAPE_RE = re.compile(r"\b(" + "|".join(re.escape(f) for f, _, _ in _SHAPE_FORMS) + r")\b", re.IGNORECASE)
+_FORM = {f: plural for f, _, plural in _SHAPE_FORMS}
+
+
+def swap_shape(caption: str, shape: str) -> str:
+    """The caption with its shape noun replaced by `shape` (same number); everything else unchanged."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; use one of {SHAPES}.")
+    new = _SHAPE_RE.sub(lambda m: _SHAPE_SYN[shape][0][_FORM[m.group(1).lower()]], caption)
+    if new == caption and parse_caption(caption).get("shape") != shape:
+        raise ValueError(f"caption {caption!r} names no shape to swap.")
+    return new
+
+
+def linear_probe(train_x: np.ndarray, train_y, test_x: np.ndarray, test_y, seed: int = 0) -> float:
+    """Test accuracy (percent) of a logistic regression on L2-normalised embeddings."""
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    clf = LogisticRegression(C=10.0, max_iter=3000, random_state=seed).fit(unit(train_x), train_y)
+    return round(100 * float(clf.score(unit(test_x), test_y)), 2)
+
+
+def _shape_hits(pred, shapes) -> float:
+    return round(100 * float(np.mean([p[0] == s for p, s in zip(pred, shapes, strict=True)])), 2)
+
+
+def caption_vs_embedding(pipe, judge, cond: torch.Tensor, prompts: list[str], shapes: list[str],
+                         num_inference_steps: int = 25, guidance_scale: float = 3.0, seed: int = 0,
+                         batch_size: int = 50) -> dict:
+    """Judge the shape of decoded images (percent) under four conditionings of the same embeddings `cond`:
+    the true caption, an empty caption, a caption naming another shape (does the output follow the
+    embedding or the caption?), and the true caption with stochastic sampling (DDIM eta 1)."""
+    rng = np.random.default_rng(seed)
+    others = [[s for s in SHAPES if s != t][int(rng.integers(len(SHAPES) - 1))] for t in shapes]
+    swapped = [swap_shape(p, o) for p, o in zip(prompts, others, strict=True)]
+
+    def decode(prompts_, eta=0.0):
+        out = []
+        for i in range(0, len(prompts_), batch_size):
+            gens = [torch.Generator().manual_seed(seed + j) for j in range(i, min(i + batch_size, len(prompts_)))]
+            out += pipe(image_embeds=cond[i:i + batch_size], prompt=prompts_[i:i + batch_size],
+                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, noise_level=0,
+                        generator=gens, eta=eta).images
+        return judge.predict(quality._as_uint8(out))
+
+    swap_pred = decode(swapped)
+    return {
+        "true_caption": _shape_hits(decode(prompts), shapes),
+        "empty_caption": _shape_hits(decode([""] * len(prompts)), shapes),
+        "swapped_caption_follows_embedding": _shape_hits(swap_pred, shapes),
+        "swapped_caption_follows_caption": _shape_hits(swap_pred, others),
+        "true_caption_eta_1": _shape_hits(decode(prompts, eta=1.0), shapes),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pds.models import load_clip, load_unclip
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--world", default="data/raw/toyworld")
+    p.add_argument("--models", default="models", help="folder holding toy-clip/ and toy-unclip/")
+    p.add_argument("--n", type=int, default=200, help="validation images decoded per conditioning")
+    p.add_argument("--num-inference-steps", type=int, default=25)
+    p.add_argument("--guidance-scale", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="json file (default: <models>/diagnostics.json)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    world, models = resolve(args.world), resolve(args.models)
+    model, preprocess, _ = load_clip(f"local-dir:{models / 'toy-clip'}", device="cpu")
+    train_pil, train_images, _, train_labels = quality.split_arrays(world, "train")
+    val_pil, _, val_prompts, val_labels = quality.split_arrays(world, "val")
+    train_emb = quality.embed_pil(model, preprocess, train_pil)
+    val_emb = quality.embed_pil(model, preprocess, val_pil)
+    report = {"split": "val", "shape_chance": round(100 / len(SHAPES), 2),
+              "clip_linear_probe": {
+                  "shape": linear_probe(train_emb.numpy(), [s for s, _ in train_labels], val_emb.numpy(),
+                                        [s for s, _ in val_labels], seed=args.seed),
+                  "colour": linear_probe(train_emb.numpy(), [c for _, c in train_labels], val_emb.numpy(),
+                                         [c for _, c in val_labels], seed=args.seed)}}
+    print("toy-CLIP linear probe (val accuracy, %):", report["clip_linear_probe"])
+    pipe = load_unclip(str(models / "toy-unclip"), device="cpu")
+    judge = quality.train_judge(train_images, train_labels, seed=args.seed)
+    n = min(args.n, len(val_pil))
+    report["decoder_shape"] = {"n": n, "num_inference_steps": args.num_inference_steps,
+                               "guidance_scale": args.guidance_scale, **caption_vs_embedding(
+        pipe, judge, val_emb[:n], val_prompts[:n],
+        [s for s, _ in val_labels[:n]], num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale, seed=args.seed)}
+    print("decoder shape correct (judge, %):", report["decoder_shape"])
+    data.save_json(resolve(args.out) if args.out else models / "diagnostics.json", report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""pds.toy.diagnose: the caption shape swap, the linear probe and the conditioning comparison's wiring."""
+
+import numpy as np
+import pytest
+import torch
+from unclip_fakes import tiny_unclip
+
+from pds import data
+from pds.toy import diagnose, world
+
+
+def test_swap_shape_changes_the_shape_and_nothing_else(tmp_path):
+    root = tmp_path / "toyworld"
+    world.generate_toyworld(root, n_train=60, n_val=1, n_test=1, seed=5)
+    _, captions = data.load_dataset(root)
+    forms = set()
+    for caption in captions.caption:
+        before = world.parse_caption(caption)
+        forms.add(diagnose._SHAPE_RE.search(caption).group(1).lower())
+        for shape in world.SHAPES:
+            after = world.parse_caption(diagnose.swap_shape(caption, shape))
+            assert after == {**before, "shape": shape}, caption
+    assert len(forms) > len(world.SHAPES)  # synonyms and plurals were exercised, not only canonical names
+
+
+def test_swap_shape_refuses_what_it_cannot_swap():
+    with pytest.raises(ValueError, match="names no shape"):
+        diagnose.swap_shape("a red thing on a white background", "circle")
+    with pytest.raises(ValueError, match="unknown shape"):
+        diagnose.swap_shape("a red circle", "hexagon")
+
+
+def test_linear_probe_reads_a_separable_label_and_not_a_shuffled_one():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    x = rng.normal(size=(600, 8)) * 0.3
+    x[np.arange(600), y] += 2.0  # the label is the strongest axis
+    assert diagnose.linear_probe(x[:400], y[:400], x[400:], y[400:]) > 95
+    assert diagnose.linear_probe(x[:400], rng.permutation(y[:400]), x[400:], y[400:]) < 60
+
+
+class _AlwaysCircle:
+    """A judge that calls every image a red circle: the figures then depend only on the labels compared."""
+
+    def predict(self, images):
+        return [("circle", "red")] * len(images)
+
+
+def test_caption_vs_embedding_compares_with_the_right_labels():
+    pipe = tiny_unclip(embed_dim=8, image_size=16)
+    prompts = ["a red circle", "two red discs in a row", "one big red circle", "three red circles stacked"]
+    got = diagnose.caption_vs_embedding(pipe, _AlwaysCircle(), torch.randn(4, 8), prompts, ["circle"] * 4,
+                                        num_inference_steps=2, batch_size=3)
+    # outputs judged "circle": right for the true shape, wrong for every swapped caption's (never circle)
+    assert got == {"true_caption": 100.0, "empty_caption": 100.0, "swapped_caption_follows_embedding": 100.0,
+                   "swapped_caption_follows_caption": 0.0, "true_caption_eta_1": 100.0}
