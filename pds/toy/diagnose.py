@@ -109,11 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     pipe = load_unclip(str(models / "toy-unclip"), device="cpu")
     judge = quality.train_judge(train_images, train_labels, seed=args.seed)
     n = min(args.n, len(val_pil))
+    shape_hits = caption_vs_embedding(pipe, judge, val_emb[:n], val_prompts[:n], [s for s, _ in val_labels[:n]],
+                                      num_inference_steps=args.num_inference_steps,
+                                      guidance_scale=args.guidance_scale, seed=args.seed)
     report["decoder_shape"] = {"n": n, "num_inference_steps": args.num_inference_steps,
-                               "guidance_scale": args.guidance_scale, **caption_vs_embedding(
-        pipe, judge, val_emb[:n], val_prompts[:n],
-        [s for s, _ in val_labels[:n]], num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale, seed=args.seed)}
+                               "guidance_scale": args.guidance_scale, **shape_hits}
     print("decoder shape correct (judge, %):", report["decoder_shape"])
     data.save_json(resolve(args.out) if args.out else models / "diagnostics.json", report)
 
