@@ -20,11 +20,10 @@ from pds.paths import resolve
 from pds.toy import quality
 from pds.toy.world import _SHAPE_SYN, SHAPES, parse_caption
 
-# every written form of every shape, longest first so "plus signs" wins over "plus sign"
-_SHAPE_FORMS = sorted(((form, shape, plural) for shape, forms in _SHAPE_SYN.items()
-                       for pair in forms for plural, form in enumerate(pair)), key=lambda f: -len(f[0]))
-_SHAPE_RE = re.compile(r"\b(" + "|".join(re.escape(f) for f, _, _ in _SHAPE_FORMS) + r")\b", re.IGNORECASE)
-_FORM = {f: plural for f, _, plural in _SHAPE_FORMS}
+# every written form of every shape -> 1 if plural; the pattern tries the longest first ("plus signs")
+_FORM = {form: plural for forms in _SHAPE_SYN.values() for pair in forms for plural, form in enumerate(pair)}
+_SHAPE_RE = re.compile(r"\b(" + "|".join(map(re.escape, sorted(_FORM, key=len, reverse=True))) + r")\b",
+                       re.IGNORECASE)
 
 
 def swap_shape(caption: str, shape: str) -> str:
