@@ -34,6 +34,7 @@ class SynthesisSettings:
     num_inference_steps: int = 25
     guidance_scale: float = 5.0
     noise_level: int = 0
+    eta: float = 0.0  # DDIM eta: 0 deterministic, 1 as stochastic as DDPM
     negative_prompt: str = ""
     image_size: int = 32  # output side in pixels (LANCZOS resize when the decoder's differs)
     seed: int = 0  # image m uses a generator seeded with seed + m
@@ -90,6 +91,8 @@ def check_inputs(prototypes: np.ndarray, captions, pipe, settings: SynthesisSett
     n_levels = pipe.image_noising_scheduler.config.num_train_timesteps
     if not 0 <= settings.noise_level < n_levels:
         raise ValueError(f"noise_level={settings.noise_level} must be in [0, {n_levels - 1}].")
+    if not 0 <= settings.eta <= 1:
+        raise ValueError(f"eta={settings.eta} must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like).")
     if settings.guidance_scale < 0:
         raise ValueError(f"guidance_scale={settings.guidance_scale} must be >= 0 (<= 1 turns guidance off).")
     if settings.image_size < 8:
@@ -134,7 +137,8 @@ def generate(pipe, prototypes: np.ndarray, captions: list[str], indices: list[in
     negative = [settings.negative_prompt] * len(indices) if settings.negative_prompt else None
     images = pipe(image_embeds=embeds, prompt=prompts, negative_prompt=negative,
                   num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
-                  noise_level=settings.noise_level, generator=generators, output_type="pil").images
+                  noise_level=settings.noise_level, eta=settings.eta, generator=generators,
+                  output_type="pil").images
     size = (settings.image_size, settings.image_size)
     return [im if im.size == size else im.resize(size, Image.Resampling.LANCZOS) for im in images]
 

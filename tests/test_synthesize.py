@@ -129,6 +129,7 @@ def test_bad_inputs_fail_before_any_work(pipe, protos, tmp_path, change, message
 @pytest.mark.parametrize("settings, message", [
     (replace(SETTINGS, noise_level=1000), "noise_level"),
     (replace(SETTINGS, num_inference_steps=0), "num_inference_steps"),
+    (replace(SETTINGS, eta=1.5), "eta"),
 ])
 def test_bad_settings_fail(pipe, protos, tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):

@@ -1,6 +1,7 @@
 """pds.toy.diagnose: the caption shape swap, the linear probe and the conditioning comparison's wiring."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from unclip_fakes import tiny_unclip
@@ -54,3 +55,30 @@ def test_caption_vs_embedding_compares_with_the_right_labels():
     # outputs judged "circle": right for the true shape, wrong for every swapped caption's (never circle)
     assert got == {"true_caption": 100.0, "empty_caption": 100.0, "swapped_caption_follows_embedding": 100.0,
                    "swapped_caption_follows_caption": 0.0, "true_caption_eta_1": 100.0}
+
+
+def test_attribute_agreement_counts_majorities_and_compares_with_random_groups():
+    attributes = pd.DataFrame({"shape": ["circle", "circle", "square", "cross", "cross", "cross"],
+                               "colour": ["red"] * 6}).rename_axis("image_id")
+    members = pd.DataFrame({"prototype": [0, 0, 0, 1, 1, 1], "image_id": [0, 1, 2, 3, 4, 5]})
+    got = diagnose.attribute_agreement(members, attributes, seed=0)
+    assert got["intersections"] == {"shape": round(5 / 6, 3), "colour": 1.0}
+    assert got["random_groups"]["colour"] == 1.0 and got["random_groups"]["shape"] <= 5 / 6
+    with pytest.raises(ValueError, match="no attributes"):
+        diagnose.attribute_agreement(members.assign(image_id=[0, 1, 2, 3, 4, 9]), attributes)
+
+
+def test_prototype_agreement_reads_the_match_stage_output(tmp_path):
+    root = tmp_path / "toyworld"
+    world.generate_toyworld(root, n_train=20, n_val=1, n_test=1, seed=3)
+    images, captions = data.load_dataset(root)
+    protos = tmp_path / "prototypes"
+    protos.mkdir()
+    # intersection 0: the five captions of image 0 (one image: every attribute agrees)
+    pd.DataFrame({"prototype": [0] * 5 + [1] * 2, "caption_id": [0, 1, 2, 3, 4, 5, 10]}).to_parquet(
+        protos / "members.parquet")
+    got = diagnose.prototype_agreement(protos, root)
+    assert got["n_prototypes"] == 2 and got["n_pairs"] == 7
+    truth = data.load_json(root / "dataset_toyworld.json")["images"]
+    same_shape = truth[1]["attributes"]["shape"] == truth[2]["attributes"]["shape"]
+    assert got["intersections"]["shape"] == round((5 + (2 if same_shape else 1)) / 7, 3)

@@ -1,24 +1,26 @@
 """Where the toy decoder loses shape: how much shape the toy-CLIP embedding carries, and how much the
 decoder takes from the caption versus the embedding. Measured on the validation split (the test split is for
 the model card's figures), outside the toymodels stage: it reads the committed models, trains nothing but the
-judge and a linear probe.
+judge and a linear probe. With --prototypes it also measures how pure the match stage's intersections are in
+each toy attribute (README, "Results").
 
-    python -m pds.toy.diagnose --world data/raw/toyworld --models models --n 200
+    python -m pds.toy.diagnose --world data/raw/toyworld --models models --n 200 --prototypes data/prototypes
 
-writes `models/diagnostics.json` (quoted in models/README.md, "Limitations").
+writes `models/diagnostics.json` (quoted in models/README.md, "Limitations", and the README).
 """
 
 import argparse
 import re
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression
 
 from pds import data
 from pds.paths import resolve
 from pds.toy import quality
-from pds.toy.world import _SHAPE_SYN, SHAPES, parse_caption
+from pds.toy.world import _SHAPE_SYN, ATTRIBUTES, SHAPES, parse_caption
 
 # every written form of every shape -> 1 if plural; the pattern tries the longest first ("plus signs")
 _FORM = {form: plural for forms in _SHAPE_SYN.values() for pair in forms for plural, form in enumerate(pair)}
@@ -60,12 +62,8 @@ def caption_vs_embedding(pipe, judge, cond: torch.Tensor, prompts: list[str], sh
     swapped = [swap_shape(p, o) for p, o in zip(prompts, others, strict=True)]
 
     def decode(prompts_, eta=0.0):
-        out = []
-        for i in range(0, len(prompts_), batch_size):
-            gens = [torch.Generator().manual_seed(seed + j) for j in range(i, min(i + batch_size, len(prompts_)))]
-            out += pipe(image_embeds=cond[i:i + batch_size], prompt=prompts_[i:i + batch_size],
-                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, noise_level=0,
-                        generator=gens, eta=eta).images
+        out = quality.decode(pipe, cond, prompts_, num_inference_steps, guidance_scale, eta=eta, seed=seed,
+                             batch_size=batch_size)
         return judge.predict(quality._as_uint8(out))
 
     swap_pred = decode(swapped)
@@ -76,6 +74,43 @@ def caption_vs_embedding(pipe, judge, cond: torch.Tensor, prompts: list[str], sh
         "swapped_caption_follows_caption": _shape_hits(swap_pred, others),
         "true_caption_eta_1": _shape_hits(decode(prompts, eta=1.0), shapes),
     }
+
+
+def attribute_agreement(members: pd.DataFrame, attributes: pd.DataFrame, seed: int = 0) -> dict:
+    """How alike the pairs of each matched intersection are: per attribute, the fraction of member pairs whose
+    image has its intersection's most common value (averaged over pairs, so large intersections weigh more),
+    and the same for a seeded shuffle of the members over intersections of the same sizes (the agreement of
+    groups drawn at random). members: columns prototype, image_id; attributes: one row per image_id."""
+    if not {"prototype", "image_id"} <= set(members.columns):
+        raise ValueError(f"members needs columns prototype and image_id, got {list(members.columns)}.")
+    missing = set(members.image_id) - set(attributes.index)
+    if missing:
+        raise ValueError(f"{len(missing)} member images have no attributes (e.g. {sorted(missing)[:3]}); the "
+                         "prototypes must come from the same toy world.")
+    shuffled = np.random.default_rng(seed).permutation(members.prototype.to_numpy())
+
+    def agreement(groups: np.ndarray) -> dict:
+        out = {}
+        for name in [a for a in ATTRIBUTES if a in attributes.columns]:
+            values = attributes.loc[members.image_id, name].astype(str).to_numpy()
+            counts = pd.crosstab(groups, values)
+            out[name] = round(float(counts.max(axis=1).sum() / counts.to_numpy().sum()), 3)
+        return out
+
+    return {"intersections": agreement(members.prototype.to_numpy()), "random_groups": agreement(shuffled)}
+
+
+def prototype_agreement(prototypes_dir, world_root, seed: int = 0) -> dict:
+    """attribute_agreement of the match stage's output in `prototypes_dir` on the toy world at `world_root`."""
+    root = resolve(world_root)
+    members = pd.read_parquet(resolve(prototypes_dir) / "members.parquet")
+    _, captions = data.load_dataset(root)
+    members = members.merge(captions[["caption_id", "image_id"]], on="caption_id", how="left", validate="m:1")
+    ann = data.load_json(root / f"dataset_{root.name}.json")
+    # image_id is the entry's position in the Karpathy file (pds.data.load_karpathy)
+    attributes = pd.DataFrame([im["attributes"] for im in ann["images"]]).rename_axis("image_id")
+    return {"n_prototypes": int(members.prototype.nunique()), "n_pairs": len(members),
+            **attribute_agreement(members, attributes, seed)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--guidance-scale", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--prototypes", default=None, help="match-stage folder (data/prototypes) to measure too")
     p.add_argument("--out", default=None, help="json file (default: <models>/diagnostics.json)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -114,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     report["decoder_shape"] = {"n": n, "num_inference_steps": args.num_inference_steps,
                                "guidance_scale": args.guidance_scale, **shape_hits}
     print("decoder shape correct (judge, %):", report["decoder_shape"])
+    if args.prototypes:
+        report["prototype_attribute_agreement"] = prototype_agreement(args.prototypes, world, args.seed)
+        print("intersection attribute agreement:", report["prototype_attribute_agreement"])
     data.save_json(resolve(args.out) if args.out else models / "diagnostics.json", report)
 
 

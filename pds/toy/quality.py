@@ -189,19 +189,29 @@ def _as_uint8(images: list[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images]))  # (N, H, W, 3)
 
 
+def decode(pipe, cond: torch.Tensor, prompts: list[str], num_inference_steps: int = 25,
+           guidance_scale: float = 3.0, noise_level: int = 0, eta: float = 0.0, seed: int = 0,
+           batch_size: int = 50) -> list[Image.Image]:
+    """Decode embeddings `cond` (n, d) with captions `prompts`; image j uses a generator seeded seed + j, so
+    an image does not depend on the batch it is in. eta is DDIM's (0 deterministic, 1 as stochastic as DDPM)."""
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        gens = [torch.Generator().manual_seed(seed + j) for j in range(i, min(i + batch_size, len(prompts)))]
+        out += pipe(image_embeds=cond[i:i + batch_size], prompt=prompts[i:i + batch_size],
+                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                    noise_level=noise_level, generator=gens, eta=eta).images
+    return out
+
+
 def evaluate_roundtrip(clip_model, preprocess, pipe, judge: AttributeJudge, pil, prompts, labels,
-                       num_inference_steps: int = 25, guidance_scale: float = 5.0, noise_level: int = 0,
-                       seed: int = 0, batch_size: int = 50):
+                       num_inference_steps: int = 25, guidance_scale: float = 3.0, noise_level: int = 0,
+                       eta: float = 0.0, seed: int = 0):
     """Decode the toy-CLIP embeddings of `pil` (with their captions `prompts`), re-embed the outputs, and
     judge shape and colour against `labels`. Returns (figures, decoded PIL images, images per second); the
     speed stays out of `figures` so quality.json is reproducible."""
     cond = embed_pil(clip_model, preprocess, pil)  # (n, d)
-    decoded, t0 = [], time.time()
-    for i in range(0, len(pil), batch_size):
-        gens = [torch.Generator().manual_seed(seed + j) for j in range(i, min(i + batch_size, len(pil)))]
-        decoded += pipe(image_embeds=cond[i:i + batch_size], prompt=prompts[i:i + batch_size],
-                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                        noise_level=noise_level, generator=gens).images
+    t0 = time.time()
+    decoded = decode(pipe, cond, prompts, num_inference_steps, guidance_scale, noise_level, eta, seed)
     seconds = time.time() - t0
     out_emb = embed_pil(clip_model, preprocess, decoded)
     cos = F.cosine_similarity(out_emb, cond).numpy()  # (n,)
@@ -213,7 +223,7 @@ def evaluate_roundtrip(clip_model, preprocess, pipe, judge: AttributeJudge, pil,
         rec = ((rec.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
     figures = {
         "n": len(pil), "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
-        "noise_level": noise_level,
+        "noise_level": noise_level, "eta": eta,
         "cosine_decoded_vs_conditioning": round(float(cos.mean()), 4),
         "cosine_unrelated_test_images": round(float(unrelated.mean()), 4),
         "judge_on_conditioning_images": _match(judge.predict(_as_uint8(pil)), labels),
@@ -233,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-inference-steps", type=int, default=25)
     p.add_argument("--guidance-scale", type=float, default=3.0, help="best of 1, 3, 5, 8 on 100 val images")
     p.add_argument("--noise-level", type=int, default=0)
+    p.add_argument("--eta", type=float, default=1.0,
+                   help="DDIM eta; 1 drew the right shape more often than 0 on val (python -m pds.toy.diagnose)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-unclip", type=int, default=0, help="1: measure the CLIP only")
@@ -254,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         figures, decoded, speed = evaluate_roundtrip(model, preprocess, pipe, judge, pil, prompts, labels,
                                               num_inference_steps=args.num_inference_steps,
                                               guidance_scale=args.guidance_scale, noise_level=args.noise_level,
-                                              seed=args.seed)
+                                              eta=args.eta, seed=args.seed)
         report["unclip_roundtrip"] = figures
         print("judge on real test images:", report["judge_on_real_test_images"])
         print("toy unCLIP round trip:", figures, f"({speed:.1f} images/s)")
