@@ -8,7 +8,7 @@ export PYTHONHASHSEED := 0
 # dvc runs stage commands (papermill, python) in a shell: they must resolve to the venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install repro test test-all lint format lock sweep bench lab clean-venv
+.PHONY: help install repro test test-all lint format lock sweep ablations bench lab clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -45,12 +45,27 @@ lock:  ## rewrite requirements.lock from the current .venv
 	{ echo "# Exact versions \`make\` installs (pip freeze of a working .venv, Python 3.11, x86_64). Regenerate: make lock"; \
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^pds'; } > requirements.lock
 
-sweep: install  ## budgets M = 200, 500, 100 (dvc exp run each), then results/sweep/r_mean_vs_budget.png
+sweep: install  ## budgets M = 200, 500, 100 (dvc exp run each; ablations at 500 and 100), then the sweep plot
 	mkdir -p results/sweep
 	for m in 200 500 100; do \
 	  $(BIN)/dvc exp run -S base.n_pairs=$$m && cp results/evaluate/metrics.json results/sweep/metrics_$$m.json || exit 1; \
+	  if [[ " $(ABLATE_AT) " == *" $$m "* ]]; then $(MAKE) ablations || exit 1; fi; \
 	done
 	$(BIN)/python -m pds.sweep results/sweep
+
+# Where PDS loses points, at the budget now in the workspace (params.yaml base.n_pairs): notebook 05 with real
+# training images at the prototypes (pds_real) and with the retrieved caption as text target; the students'
+# metrics land in results/sweep/ablations_<M>/ (the executed notebooks and runs are left in a temporary folder).
+ABLATE_AT ?= 500 100
+ablations: install  ## ablations of PDS at the workspace's budget -> results/sweep/ablations_<M>/
+	set -e; m=$$($(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['base']['n_pairs'])"); \
+	out=results/sweep/ablations_$$m; tmp=$$(mktemp -d); mkdir -p $$out; \
+	for run in "pds_real prototype" "pds,pds_real caption"; do \
+	  set -- $$run; name=$${1/,/_and_}__text_$$2; \
+	  $(BIN)/papermill notebooks/05_evaluate.ipynb $$tmp/$$name.ipynb -k python3 --progress-bar \
+	    -p n_pairs $$m -p methods $$1 -p text_target $$2 -p out_dir $$tmp/$$name; \
+	  cp $$tmp/$$name/metrics.json $$out/$$name.json; \
+	done; echo "ablations at M = $$m: $$out (notebooks in $$tmp)"
 
 bench: install  ## performance harness (not a test): results/benchmarks.json + results/benchmarks/summary.md
 	$(BIN)/python benchmarks/run.py
