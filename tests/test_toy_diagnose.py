@@ -71,7 +71,6 @@ def test_attribute_agreement_counts_majorities_and_compares_with_random_groups()
 def test_prototype_agreement_reads_the_match_stage_output(tmp_path):
     root = tmp_path / "toyworld"
     world.generate_toyworld(root, n_train=20, n_val=1, n_test=1, seed=3)
-    images, captions = data.load_dataset(root)
     protos = tmp_path / "prototypes"
     protos.mkdir()
     # intersection 0: the five captions of image 0 (one image: every attribute agrees)

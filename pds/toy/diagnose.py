@@ -88,13 +88,14 @@ def attribute_agreement(members: pd.DataFrame, attributes: pd.DataFrame, seed: i
         raise ValueError(f"{len(missing)} member images have no attributes (e.g. {sorted(missing)[:3]}); the "
                          "prototypes must come from the same toy world.")
     shuffled = np.random.default_rng(seed).permutation(members.prototype.to_numpy())
+    values = {name: attributes.loc[members.image_id, name].astype(str).to_numpy()
+              for name in ATTRIBUTES if name in attributes.columns}  # (n_members,) per attribute
 
     def agreement(groups: np.ndarray) -> dict:
         out = {}
-        for name in [a for a in ATTRIBUTES if a in attributes.columns]:
-            values = attributes.loc[members.image_id, name].astype(str).to_numpy()
-            counts = pd.crosstab(groups, values)
-            out[name] = round(float(counts.max(axis=1).sum() / counts.to_numpy().sum()), 3)
+        for name, v in values.items():
+            counts = pd.crosstab(groups, v)
+            out[name] = round(float(counts.max(axis=1).sum() / len(v)), 3)
         return out
 
     return {"intersections": agreement(members.prototype.to_numpy()), "random_groups": agreement(shuffled)}
