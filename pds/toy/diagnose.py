@@ -105,7 +105,7 @@ def prototype_agreement(prototypes_dir, world_root, seed: int = 0) -> dict:
     """attribute_agreement of the match stage's output in `prototypes_dir` on the toy world at `world_root`."""
     root = resolve(world_root)
     members = pd.read_parquet(resolve(prototypes_dir) / "members.parquet")
-    _, captions = data.load_dataset(root)
+    _, captions = data.load_dataset(root, preprocess=False)  # only its ids: caption_id -> image_id
     members = members.merge(captions[["caption_id", "image_id"]], on="caption_id", how="left", validate="m:1")
     ann = data.load_json(root / f"dataset_{root.name}.json")
     # image_id is the entry's position in the Karpathy file (pds.data.load_karpathy)
