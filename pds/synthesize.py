@@ -58,12 +58,28 @@ def file_name(index: int, n: int) -> str:
 def image_key(prototype: np.ndarray, caption: str, settings: SynthesisSettings, index: int,
               decoder: str = "") -> str:
     """sha256 of everything one image is made from: prototype bytes (float32), caption, settings, its
-    seed (seed + index) and the decoder's name. A changed key means the PNG on disk is stale."""
+    seed (seed + index) and the decoder (name and weights' fingerprint, `synthesize`). A changed key means
+    the PNG on disk is stale."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(prototype, dtype=np.float32).tobytes())
     meta = {"caption": caption, "settings": asdict(settings), "image_seed": settings.seed + index,
             "decoder": decoder}
     h.update(json.dumps(meta, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def decoder_fingerprint(pipe) -> str:
+    """sha256 of the decoder's weights (every torch module among the pipeline's components, in its loaded
+    dtype) and of its schedulers' configs: a decoder retrained or reloaded in another precision under the
+    same name gets another fingerprint, so the images it made before count as stale."""
+    h = hashlib.sha256()
+    for name, component in sorted(getattr(pipe, "components", {}).items()):
+        if isinstance(component, torch.nn.Module):
+            for key, tensor in sorted(component.state_dict().items()):
+                h.update(f"{name}.{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+                h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        elif hasattr(component, "config") and hasattr(component, "step"):  # a scheduler
+            h.update(f"{name}:{json.dumps(dict(component.config), sort_keys=True, default=str)}".encode())
     return h.hexdigest()
 
 
@@ -149,7 +165,8 @@ def synthesize(pipe, prototypes: np.ndarray, captions, out_dir, settings: Synthe
     """One PNG per prototype in `out_dir`, resumable; see the module docstring.
 
     prototypes: (M, d) image prototypes in the decoder's CLIP space; captions: M prompt captions;
-    `decoder` names the decoder in each image's key, so images from another decoder count as stale;
+    `decoder` names the decoder in each image's key, next to its weights' fingerprint, so images from another
+    decoder, or from this one before it was retrained, count as stale;
     `limit` stops after that many new images (to test resuming). Returns a SynthesisResult.
     """
     captions = list(captions)
@@ -163,7 +180,8 @@ def synthesize(pipe, prototypes: np.ndarray, captions, out_dir, settings: Synthe
     manifest = _load_manifest(out_dir)
     removed = remove_stale(out_dir, n, manifest)
     _save_manifest(out_dir, manifest)
-    keys = [image_key(protos[i], captions[i], settings, i, decoder) for i in range(n)]
+    decoder_id = f"{decoder}@{decoder_fingerprint(pipe)}"
+    keys = [image_key(protos[i], captions[i], settings, i, decoder_id) for i in range(n)]
     files = [file_name(i, n) for i in range(n)]
     stale = [i for i in range(n) if manifest.get(files[i]) != keys[i] or not (out_dir / files[i]).exists()]
     todo = stale if limit is None else stale[:max(0, limit)]

@@ -50,11 +50,19 @@ class _AlwaysCircle:
 def test_caption_vs_embedding_compares_with_the_right_labels():
     pipe = tiny_unclip(embed_dim=8, image_size=16)
     prompts = ["a red circle", "two red discs in a row", "one big red circle", "three red circles stacked"]
-    got = diagnose.caption_vs_embedding(pipe, _AlwaysCircle(), torch.randn(4, 8), prompts, ["circle"] * 4,
-                                        num_inference_steps=2, batch_size=3)
-    # outputs judged "circle": right for the true shape, wrong for every swapped caption's (never circle)
-    assert got == {"true_caption": 100.0, "empty_caption": 100.0, "swapped_caption_follows_embedding": 100.0,
-                   "swapped_caption_follows_caption": 0.0, "true_caption_eta_1": 100.0}
+    shapes = ["circle", "circle", "circle", "square"]
+    prompts[3] = "three red squares stacked"
+    got = diagnose.caption_vs_embedding(pipe, _AlwaysCircle(), torch.randn(4, 8), prompts, shapes,
+                                        num_inference_steps=2, batch_size=3, groups={"count": [1, 2, 1, 3]})
+    # outputs judged "circle": right for the true circles, wrong for the square and for every swapped caption's
+    # shape (never circle where the true shape is; the seeded swap of the square names a triangle, cross or
+    # diamond, which would have to be a circle to count)
+    assert got == {"true_caption": 75.0, "empty_caption": 75.0, "swapped_caption_follows_embedding": 75.0,
+                   "swapped_caption_follows_caption": 0.0, "true_caption_eta_1": 75.0,
+                   "true_caption_by_count": {"1": [100.0, 2], "2": [100.0, 1], "3": [0.0, 1]}}
+    with pytest.raises(ValueError, match="3 values for 4 images"):
+        diagnose.caption_vs_embedding(pipe, _AlwaysCircle(), torch.randn(4, 8), prompts, shapes,
+                                      num_inference_steps=2, groups={"size": [1, 2, 3]})
 
 
 def test_attribute_agreement_counts_majorities_and_compares_with_random_groups():

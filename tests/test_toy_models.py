@@ -123,6 +123,28 @@ def test_vae_weighting_puts_object_pixels_first():
     assert first_loss(0.0) != pytest.approx(first_loss(20.0), rel=1e-3)
 
 
+def test_min_snr_weighting_is_the_plain_loss_when_gamma_never_binds():
+    from diffusers import DDIMScheduler
+
+    latents = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    embeds = torch.randn(6, 8, generator=torch.Generator().manual_seed(2))
+
+    def losses(snr_gamma, prediction_type):
+        torch.manual_seed(0)
+        comps = unclip.build_components(8, image_size=16, text_hidden=32, text_layers=1, max_length=8)
+        comps["scheduler"] = DDIMScheduler.from_config(comps["scheduler"].config, prediction_type=prediction_type)
+        unclip.fit_normalizer(comps["image_normalizer"], embeds)
+        tokens = unclip.tokenize(comps["tokenizer"], ["a red circle"] * 6)
+        return unclip.train_decoder(comps, latents, latents.abs() * 0.1, embeds, tokens, np.arange(6), steps=2,
+                                    batch_size=3, seed=0, progress=False, snr_gamma=snr_gamma)
+
+    # epsilon-prediction: weight min(SNR, gamma) / SNR is 1 for a gamma above every SNR
+    assert losses(1e12, "epsilon") == pytest.approx(losses(None, "epsilon"), rel=1e-5)
+    assert losses(1.0, "epsilon")[0] < losses(None, "epsilon")[0]  # the weight is <= 1, < 1 at low noise
+    # v-prediction: min(SNR, gamma) / (SNR + 1) < 1 at every step
+    assert losses(5.0, "v_prediction")[0] < losses(None, "v_prediction")[0]
+
+
 def test_decoder_callback_runs_in_eval_mode_and_does_not_change_training():
     comps_a, comps_b = (unclip.build_components(8, image_size=16, text_hidden=32, text_layers=1, max_length=8)
                         for _ in range(2))

@@ -53,10 +53,13 @@ def _shape_hits(pred, shapes) -> float:
 
 def caption_vs_embedding(pipe, judge, cond: torch.Tensor, prompts: list[str], shapes: list[str],
                          num_inference_steps: int = 25, guidance_scale: float = 3.0, seed: int = 0,
-                         batch_size: int = 50) -> dict:
+                         batch_size: int = 50, groups: dict[str, list] | None = None) -> dict:
     """Judge the shape of decoded images (percent) under four conditionings of the same embeddings `cond`:
     the true caption, an empty caption, a caption naming another shape (does the output follow the
-    embedding or the caption?), and the true caption with stochastic sampling (DDIM eta 1)."""
+    embedding or the caption?), and the true caption with stochastic sampling (DDIM eta 1).
+
+    `groups` ({name: one value per image}, e.g. the images' sizes) splits the true-caption figure by value
+    (`true_caption_by_<name>`: {value: [percent, number of images]}), to see which images lose their shape."""
     rng = np.random.default_rng(seed)
     others = [[s for s in SHAPES if s != t][int(rng.integers(len(SHAPES) - 1))] for t in shapes]
     swapped = [swap_shape(p, o) for p, o in zip(prompts, others, strict=True)]
@@ -66,13 +69,23 @@ def caption_vs_embedding(pipe, judge, cond: torch.Tensor, prompts: list[str], sh
                              batch_size=batch_size)
         return judge.predict(quality._as_uint8(out))
 
-    swap_pred = decode(swapped)
+    swap_pred, true_pred = decode(swapped), decode(prompts)
+    by = {}
+    for name, values in (groups or {}).items():
+        if len(values) != len(shapes):
+            raise ValueError(f"groups[{name!r}] has {len(values)} values for {len(shapes)} images.")
+        values = np.asarray([str(v) for v in values])
+        by[f"true_caption_by_{name}"] = {
+            v: [_shape_hits([true_pred[i] for i in np.flatnonzero(values == v)],
+                            [shapes[i] for i in np.flatnonzero(values == v)]), int((values == v).sum())]
+            for v in sorted(set(values))}
     return {
-        "true_caption": _shape_hits(decode(prompts), shapes),
+        "true_caption": _shape_hits(true_pred, shapes),
         "empty_caption": _shape_hits(decode([""] * len(prompts)), shapes),
         "swapped_caption_follows_embedding": _shape_hits(swap_pred, shapes),
         "swapped_caption_follows_caption": _shape_hits(swap_pred, others),
         "true_caption_eta_1": _shape_hits(decode(prompts, eta=1.0), shapes),
+        **by,
     }
 
 
@@ -145,9 +158,14 @@ def main(argv: list[str] | None = None) -> None:
     pipe = load_unclip(str(models / "toy-unclip"), device="cpu")
     judge = quality.train_judge(train_images, train_labels, seed=args.seed)
     n = min(args.n, len(val_pil))
+    images, _ = data.load_dataset(world, preprocess=False)
+    ann = data.load_json(world / f"dataset_{world.name}.json")
+    # image_id is the entry's position in the Karpathy file; split_arrays keeps the file order
+    val_attributes = [ann["images"][int(i)]["attributes"] for i in images[images.split == "val"].image_id[:n]]
     shape_hits = caption_vs_embedding(pipe, judge, val_emb[:n], val_prompts[:n], [s for s, _ in val_labels[:n]],
                                       num_inference_steps=args.num_inference_steps,
-                                      guidance_scale=args.guidance_scale, seed=args.seed)
+                                      guidance_scale=args.guidance_scale, seed=args.seed,
+                                      groups={a: [v[a] for v in val_attributes] for a in ("size", "count")})
     report["decoder_shape"] = {"n": n, "num_inference_steps": args.num_inference_steps,
                                "guidance_scale": args.guidance_scale, **shape_hits}
     print("decoder shape correct (judge, %):", report["decoder_shape"])

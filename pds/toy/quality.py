@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--guidance-scale", type=float, default=3.0, help="best of 1, 3, 5, 8 on 100 val images")
     p.add_argument("--noise-level", type=int, default=0)
     p.add_argument("--eta", type=float, default=1.0,
-                   help="DDIM eta; 1 drew the right shape more often than 0 on val (python -m pds.toy.diagnose)")
+                   help="DDIM eta (0 deterministic, 1 as stochastic as DDPM); compare on val with python -m pds.toy.diagnose")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-unclip", type=int, default=0, help="1: measure the CLIP only")
