@@ -78,7 +78,7 @@ def caption_vs_embedding(pipe, judge, cond: torch.Tensor, prompts: list[str], sh
         by[f"true_caption_by_{name}"] = {
             v: [_shape_hits([true_pred[i] for i in np.flatnonzero(values == v)],
                             [shapes[i] for i in np.flatnonzero(values == v)]), int((values == v).sum())]
-            for v in sorted(set(values))}
+            for v in sorted(set(values.tolist()))}
     return {
         "true_caption": _shape_hits(true_pred, shapes),
         "empty_caption": _shape_hits(decode([""] * len(prompts)), shapes),
