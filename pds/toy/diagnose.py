@@ -75,10 +75,10 @@ def caption_vs_embedding(pipe, judge, cond: torch.Tensor, prompts: list[str], sh
         if len(values) != len(shapes):
             raise ValueError(f"groups[{name!r}] has {len(values)} values for {len(shapes)} images.")
         values = np.asarray([str(v) for v in values])
+        rows = {v: np.flatnonzero(values == v) for v in sorted(set(values.tolist()))}
         by[f"true_caption_by_{name}"] = {
-            v: [_shape_hits([true_pred[i] for i in np.flatnonzero(values == v)],
-                            [shapes[i] for i in np.flatnonzero(values == v)]), int((values == v).sum())]
-            for v in sorted(set(values.tolist()))}
+            v: [_shape_hits([true_pred[i] for i in idx], [shapes[i] for i in idx]), len(idx)]
+            for v, idx in rows.items()}
     return {
         "true_caption": _shape_hits(true_pred, shapes),
         "empty_caption": _shape_hits(decode([""] * len(prompts)), shapes),

@@ -207,8 +207,9 @@ def train_decoder(components: dict, latent_mean: torch.Tensor, latent_std: torch
     are an exponential moving average (`ema_decay`) of the trained ones. `callback(step)`, if given, runs
     every `callback_every` steps with the average weights in place (to watch quality while training).
     `snr_gamma`, if given, weights each sample's loss by Min-SNR-gamma (Hang et al. 2023: min(SNR, gamma),
-    divided by SNR + 1 for v-prediction): it damps the low-noise steps, which a plain v-loss over-weights,
-    and converged faster on the toy world's shapes in a pilot (models/README.md).
+    divided by SNR + 1 for v-prediction). On the toy world it moves weight from the high-noise steps, where
+    layout is decided, to the middle ones: shape improves and layout suffers (models/README.md), so the
+    committed decoder trains without it.
     """
 
     unet, text_encoder = components["unet"], components["text_encoder"]
