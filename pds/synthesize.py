@@ -58,8 +58,8 @@ def file_name(index: int, n: int) -> str:
 def image_key(prototype: np.ndarray, caption: str, settings: SynthesisSettings, index: int,
               decoder: str = "") -> str:
     """sha256 of everything one image is made from: prototype bytes (float32), caption, settings, its
-    seed (seed + index) and the decoder (name and weights' fingerprint, `synthesize`). A changed key means
-    the PNG on disk is stale."""
+    seed (seed + index) and the decoder (`decoder_fingerprint`). A changed key means the PNG on disk is
+    stale."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(prototype, dtype=np.float32).tobytes())
     meta = {"caption": caption, "settings": asdict(settings), "image_seed": settings.seed + index,
@@ -160,13 +160,13 @@ def generate(pipe, prototypes: np.ndarray, captions: list[str], indices: list[in
 
 
 def synthesize(pipe, prototypes: np.ndarray, captions, out_dir, settings: SynthesisSettings = SynthesisSettings(),
-               batch_size: int = 8, decoder: str = "", limit: int | None = None,
+               batch_size: int = 8, limit: int | None = None,
                progress: bool = True) -> SynthesisResult:
     """One PNG per prototype in `out_dir`, resumable; see the module docstring.
 
     prototypes: (M, d) image prototypes in the decoder's CLIP space; captions: M prompt captions;
-    `decoder` names the decoder in each image's key, next to its weights' fingerprint, so images from another
-    decoder, or from this one before it was retrained, count as stale;
+    each image's key holds the decoder's weights' fingerprint, so images from another decoder, or from this
+    one before it was retrained in place, count as stale;
     `limit` stops after that many new images (to test resuming). Returns a SynthesisResult.
     """
     captions = list(captions)
@@ -180,8 +180,8 @@ def synthesize(pipe, prototypes: np.ndarray, captions, out_dir, settings: Synthe
     manifest = _load_manifest(out_dir)
     removed = remove_stale(out_dir, n, manifest)
     _save_manifest(out_dir, manifest)
-    decoder_id = f"{decoder}@{decoder_fingerprint(pipe)}"
-    keys = [image_key(protos[i], captions[i], settings, i, decoder_id) for i in range(n)]
+    decoder = decoder_fingerprint(pipe)
+    keys = [image_key(protos[i], captions[i], settings, i, decoder) for i in range(n)]
     files = [file_name(i, n) for i in range(n)]
     stale = [i for i in range(n) if manifest.get(files[i]) != keys[i] or not (out_dir / files[i]).exists()]
     todo = stale if limit is None else stale[:max(0, limit)]

@@ -114,15 +114,21 @@ def attribute_agreement(members: pd.DataFrame, attributes: pd.DataFrame, seed: i
     return {"intersections": agreement(members.prototype.to_numpy()), "random_groups": agreement(shuffled)}
 
 
+def image_attributes(world_root) -> pd.DataFrame:
+    """The toy world's generating attributes and split of every image, indexed by image_id (the entry's
+    position in the Karpathy file, as pds.data.load_karpathy numbers them)."""
+    root = resolve(world_root)
+    ann = data.load_json(root / f"dataset_{root.name}.json")
+    return pd.DataFrame([{**im["attributes"], "split": im["split"]} for im in ann["images"]]).rename_axis("image_id")
+
+
 def prototype_agreement(prototypes_dir, world_root, seed: int = 0) -> dict:
     """attribute_agreement of the match stage's output in `prototypes_dir` on the toy world at `world_root`."""
     root = resolve(world_root)
     members = pd.read_parquet(resolve(prototypes_dir) / "members.parquet")
     _, captions = data.load_dataset(root, preprocess=False)  # only its ids: caption_id -> image_id
     members = members.merge(captions[["caption_id", "image_id"]], on="caption_id", how="left", validate="m:1")
-    ann = data.load_json(root / f"dataset_{root.name}.json")
-    # image_id is the entry's position in the Karpathy file (pds.data.load_karpathy)
-    attributes = pd.DataFrame([im["attributes"] for im in ann["images"]]).rename_axis("image_id")
+    attributes = image_attributes(root)
     return {"n_prototypes": int(members.prototype.nunique()), "n_pairs": len(members),
             **attribute_agreement(members, attributes, seed)}
 
@@ -158,14 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     pipe = load_unclip(str(models / "toy-unclip"), device="cpu")
     judge = quality.train_judge(train_images, train_labels, seed=args.seed)
     n = min(args.n, len(val_pil))
-    images, _ = data.load_dataset(world, preprocess=False)
-    ann = data.load_json(world / f"dataset_{world.name}.json")
-    # image_id is the entry's position in the Karpathy file; split_arrays keeps the file order
-    val_attributes = [ann["images"][int(i)]["attributes"] for i in images[images.split == "val"].image_id[:n]]
+    attributes = image_attributes(world)
+    val_attributes = attributes[attributes.split == "val"].iloc[:n]  # split_arrays keeps the file order
     shape_hits = caption_vs_embedding(pipe, judge, val_emb[:n], val_prompts[:n], [s for s, _ in val_labels[:n]],
                                       num_inference_steps=args.num_inference_steps,
                                       guidance_scale=args.guidance_scale, seed=args.seed,
-                                      groups={a: [v[a] for v in val_attributes] for a in ("size", "count")})
+                                      groups={a: val_attributes[a].tolist() for a in ("size", "count")})
     report["decoder_shape"] = {"n": n, "num_inference_steps": args.num_inference_steps,
                                "guidance_scale": args.guidance_scale, **shape_hits}
     print("decoder shape correct (judge, %):", report["decoder_shape"])
