@@ -4,6 +4,7 @@ and the saved folders loading through pds.models."""
 
 import numpy as np
 import open_clip
+import pandas as pd
 import pytest
 import torch
 from unclip_fakes import tiny_unclip
@@ -93,6 +94,42 @@ def test_judge_prompts_cover_every_shape_and_colour():
             assert parsed["shape"] == shape and parsed["colour"] == colour
 
 
+def test_match_counts_layout_only_when_count_arrangement_and_position_all_agree():
+    truth = pd.DataFrame({"shape": ["circle", "square", "cross"], "colour": ["red", "red", "blue"],
+                          "count": [1, 2, 3], "arrangement": ["single", "row", "column"],
+                          "position": ["top", "center", "left"]})
+    pred = truth.copy()
+    pred.loc[0, "shape"] = "square"  # shape wrong, layout right
+    pred.loc[1, "position"] = "top"  # shape right, layout wrong
+    got = quality._match(pred, truth)
+    assert got["shape_colour"] == pytest.approx(200 / 3, abs=0.01) and got["layout"] == pytest.approx(200 / 3, abs=0.01)
+    assert got["count"] == 100.0 and got["position"] == pytest.approx(200 / 3, abs=0.01)
+    assert "layout" not in quality._match(pred[["shape", "colour"]], truth)  # zero-shot CLIP names no layout
+    with pytest.raises(ValueError, match="2 predictions for 3 images"):
+        quality._match(pred.iloc[:2], truth)
+
+
+def test_judge_learns_every_attribute_of_the_tiny_world_and_refuses_incomplete_labels(tiny_world):
+    pil, images, prompts, labels = quality.split_arrays(tiny_world, "train")
+    assert list(labels.columns) == list(quality.JUDGED) and len(labels) == len(pil) == len(prompts) == 24
+    for caption, (_, row) in zip(prompts, labels.iterrows(), strict=True):  # the attributes are the image's own
+        assert world.parse_caption(caption).items() <= row.to_dict().items()
+    judge = quality.train_judge(images, labels, steps=150, batch_size=24, progress=False)
+    pred = judge.predict(images)
+    assert list(pred.columns) == list(quality.JUDGED) and len(pred) == 24
+    assert quality._match(pred, labels)["shape_colour"] > 80  # memorises 24 images; chance is 1 / 30
+    with pytest.raises(ValueError, match="missing \\['background'\\]"):
+        quality.train_judge(images, labels.drop(columns="background"), steps=1, progress=False)
+
+
+def test_degrade_is_seeded_mild_and_in_range():
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    a = quality.degrade(x, torch.Generator().manual_seed(1))
+    b = quality.degrade(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape and a.min() >= -1 and a.max() <= 1
+    assert 0 < (a - x).abs().mean() < 0.5  # changed, but still the same picture
+
+
 def test_epoch_batches_cover_every_row_once_per_epoch_and_are_seeded():
     from pds.toy.clip import epoch_batches
 
@@ -123,26 +160,31 @@ def test_vae_weighting_puts_object_pixels_first():
     assert first_loss(0.0) != pytest.approx(first_loss(20.0), rel=1e-3)
 
 
-def test_min_snr_weighting_is_the_plain_loss_when_gamma_never_binds():
+def test_min_snr_weighting_is_the_plain_loss_when_gamma_never_binds_or_the_floor_is_one():
     from diffusers import DDIMScheduler
 
     latents = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     embeds = torch.randn(6, 8, generator=torch.Generator().manual_seed(2))
 
-    def losses(snr_gamma, prediction_type):
+    def losses(snr_gamma, prediction_type, snr_floor=0.0):
         torch.manual_seed(0)
         comps = unclip.build_components(8, image_size=16, text_hidden=32, text_layers=1, max_length=8)
         comps["scheduler"] = DDIMScheduler.from_config(comps["scheduler"].config, prediction_type=prediction_type)
         unclip.fit_normalizer(comps["image_normalizer"], embeds)
         tokens = unclip.tokenize(comps["tokenizer"], ["a red circle"] * 6)
         return unclip.train_decoder(comps, latents, latents.abs() * 0.1, embeds, tokens, np.arange(6), steps=2,
-                                    batch_size=3, seed=0, progress=False, snr_gamma=snr_gamma)
+                                    batch_size=3, seed=0, progress=False, snr_gamma=snr_gamma,
+                                    snr_floor=snr_floor)
 
     # epsilon-prediction: weight min(SNR, gamma) / SNR is 1 for a gamma above every SNR
     assert losses(1e12, "epsilon") == pytest.approx(losses(None, "epsilon"), rel=1e-5)
     assert losses(1.0, "epsilon")[0] < losses(None, "epsilon")[0]  # the weight is <= 1, < 1 at low noise
     # v-prediction: min(SNR, gamma) / (SNR + 1) < 1 at every step
     assert losses(5.0, "v_prediction")[0] < losses(None, "v_prediction")[0]
+    # a floor of 1 lifts every weight to 1 (the plain loss); a floor of 0.5 lifts only the smaller ones
+    assert losses(5.0, "v_prediction", snr_floor=1.0) == pytest.approx(losses(None, "v_prediction"), rel=1e-5)
+    assert losses(5.0, "v_prediction")[0] < losses(5.0, "v_prediction", snr_floor=0.5)[0] \
+        < losses(None, "v_prediction")[0]
 
 
 def test_decoder_callback_runs_in_eval_mode_and_does_not_change_training():

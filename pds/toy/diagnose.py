@@ -47,8 +47,9 @@ def linear_probe(train_x: np.ndarray, train_y, test_x: np.ndarray, test_y, seed:
     return round(100 * float(clf.score(unit(test_x), test_y)), 2)
 
 
-def _shape_hits(pred, shapes) -> float:
-    return round(100 * float(np.mean([p[0] == s for p, s in zip(pred, shapes, strict=True)])), 2)
+def _shape_hits(pred: pd.DataFrame, shapes) -> float:
+    """Percent of judged images (pred: the judge's DataFrame) whose shape is `shapes`."""
+    return round(100 * float(np.mean(pred["shape"].to_numpy() == np.asarray(shapes))), 2)
 
 
 def caption_vs_embedding(pipe, judge, cond: torch.Tensor, prompts: list[str], shapes: list[str],
@@ -77,7 +78,7 @@ def caption_vs_embedding(pipe, judge, cond: torch.Tensor, prompts: list[str], sh
         values = np.asarray([str(v) for v in values])
         rows = {v: np.flatnonzero(values == v) for v in sorted(set(values.tolist()))}
         by[f"true_caption_by_{name}"] = {
-            v: [_shape_hits([true_pred[i] for i in idx], [shapes[i] for i in idx]), len(idx)]
+            v: [_shape_hits(true_pred.iloc[idx], [shapes[i] for i in idx]), len(idx)]
             for v, idx in rows.items()}
     return {
         "true_caption": _shape_hits(true_pred, shapes),
@@ -114,21 +115,13 @@ def attribute_agreement(members: pd.DataFrame, attributes: pd.DataFrame, seed: i
     return {"intersections": agreement(members.prototype.to_numpy()), "random_groups": agreement(shuffled)}
 
 
-def image_attributes(world_root) -> pd.DataFrame:
-    """The toy world's generating attributes and split of every image, indexed by image_id (the entry's
-    position in the Karpathy file, as pds.data.load_karpathy numbers them)."""
-    root = resolve(world_root)
-    ann = data.load_json(root / f"dataset_{root.name}.json")
-    return pd.DataFrame([{**im["attributes"], "split": im["split"]} for im in ann["images"]]).rename_axis("image_id")
-
-
 def prototype_agreement(prototypes_dir, world_root, seed: int = 0) -> dict:
     """attribute_agreement of the match stage's output in `prototypes_dir` on the toy world at `world_root`."""
     root = resolve(world_root)
     members = pd.read_parquet(resolve(prototypes_dir) / "members.parquet")
     _, captions = data.load_dataset(root, preprocess=False)  # only its ids: caption_id -> image_id
     members = members.merge(captions[["caption_id", "image_id"]], on="caption_id", how="left", validate="m:1")
-    attributes = image_attributes(root)
+    attributes = quality.image_attributes(root)
     return {"n_prototypes": int(members.prototype.nunique()), "n_pairs": len(members),
             **attribute_agreement(members, attributes, seed)}
 
@@ -156,20 +149,17 @@ def main(argv: list[str] | None = None) -> None:
     val_emb = quality.embed_pil(model, preprocess, val_pil)
     report = {"split": "val", "shape_chance": round(100 / len(SHAPES), 2),
               "clip_linear_probe": {
-                  "shape": linear_probe(train_emb.numpy(), [s for s, _ in train_labels], val_emb.numpy(),
-                                        [s for s, _ in val_labels], seed=args.seed),
-                  "colour": linear_probe(train_emb.numpy(), [c for _, c in train_labels], val_emb.numpy(),
-                                         [c for _, c in val_labels], seed=args.seed)}}
+                  name: linear_probe(train_emb.numpy(), train_labels[name].tolist(), val_emb.numpy(),
+                                     val_labels[name].tolist(), seed=args.seed) for name in ("shape", "colour")}}
     print("toy-CLIP linear probe (val accuracy, %):", report["clip_linear_probe"])
     pipe = load_unclip(str(models / "toy-unclip"), device="cpu")
     judge = quality.train_judge(train_images, train_labels, seed=args.seed)
     n = min(args.n, len(val_pil))
-    attributes = image_attributes(world)
-    val_attributes = attributes[attributes.split == "val"].iloc[:n]  # split_arrays keeps the file order
-    shape_hits = caption_vs_embedding(pipe, judge, val_emb[:n], val_prompts[:n], [s for s, _ in val_labels[:n]],
+    val_labels = val_labels.iloc[:n]
+    shape_hits = caption_vs_embedding(pipe, judge, val_emb[:n], val_prompts[:n], val_labels["shape"].tolist(),
                                       num_inference_steps=args.num_inference_steps,
                                       guidance_scale=args.guidance_scale, seed=args.seed,
-                                      groups={a: val_attributes[a].tolist() for a in ("size", "count")})
+                                      groups={a: val_labels[a].tolist() for a in ("size", "count")})
     report["decoder_shape"] = {"n": n, "num_inference_steps": args.num_inference_steps,
                                "guidance_scale": args.guidance_scale, **shape_hits}
     print("decoder shape correct (judge, %):", report["decoder_shape"])

@@ -10,6 +10,7 @@ import argparse
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -17,7 +18,12 @@ from tqdm.auto import tqdm
 
 from pds import data
 from pds.paths import resolve
-from pds.toy.world import COLOURS, SHAPES, parse_caption
+from pds.toy.world import ARRANGEMENTS, BACKGROUNDS, COLOURS, COUNTS, POSITIONS, SHAPES, SIZES
+
+# what the judge names, with its classes; LAYOUT is what Min-SNR weighting lost (models/README.md)
+JUDGED = {"shape": SHAPES, "colour": COLOURS, "count": COUNTS, "arrangement": ARRANGEMENTS,
+          "position": POSITIONS, "size": SIZES, "background": BACKGROUNDS}
+LAYOUT = ("count", "arrangement", "position")
 
 KS = (1, 5, 10)
 
@@ -82,8 +88,10 @@ def embed_pil(model, preprocess, images: list[Image.Image]) -> torch.Tensor:
 
 
 class AttributeJudge(torch.nn.Module):
-    """A small CNN that names the shape and colour of a toy image: an automatic judge for decoded images,
-    independent of the toy CLIP (which encodes colour far better than shape)."""
+    """A small CNN that names every generating attribute of a toy image (JUDGED: shape, colour, count,
+    arrangement, position, size, background): an automatic judge for decoded images, independent of the toy
+    CLIP (which encodes colour far better than shape). It pools to a 4x4 grid, not to one vector, so that
+    position survives."""
 
     def __init__(self):
         super().__init__()
@@ -91,39 +99,68 @@ class AttributeJudge(torch.nn.Module):
             return torch.nn.Sequential(torch.nn.Conv2d(i, o, 3, padding=1), torch.nn.BatchNorm2d(o), torch.nn.ReLU())
 
         self.features = torch.nn.Sequential(conv(3, 32), torch.nn.MaxPool2d(2), conv(32, 64), torch.nn.MaxPool2d(2),
-                                            conv(64, 64), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-        self.shape = torch.nn.Linear(64, len(SHAPES))
-        self.colour = torch.nn.Linear(64, len(COLOURS))
+                                            conv(64, 64), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())
+        self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(64 * 16, len(classes))
+                                          for name, classes in JUDGED.items()})
 
-    def forward(self, x):  # x: uint8 (B, H, W, 3)
-        h = self.features(x.permute(0, 3, 1, 2).float() / 127.5 - 1.0)
-        return self.shape(h), self.colour(h)
+    def forward(self, x) -> dict[str, torch.Tensor]:
+        """x: uint8 (B, H, W, 3) images, or float (B, 3, H, W) in [-1, 1] -> {attribute: logits (B, classes)}."""
+        if x.dtype == torch.uint8:
+            x = to_float(x)
+        h = self.features(x)
+        return {name: head(h) for name, head in self.heads.items()}
 
     @torch.inference_mode()
-    def predict(self, images: torch.Tensor) -> list[tuple[str, str]]:
-        """(shape, colour) of uint8 images (N, H, W, 3)."""
+    def predict(self, images: torch.Tensor) -> pd.DataFrame:
+        """The attributes of uint8 images (N, H, W, 3): one row per image, one column per JUDGED attribute."""
         self.eval()
-        out = []
+        out = {name: [] for name in JUDGED}
         for i in range(0, len(images), 500):
-            s, c = self(images[i:i + 500])
-            out += [(SHAPES[int(a)], COLOURS[int(b)]) for a, b in zip(s.argmax(1), c.argmax(1), strict=True)]
-        return out
+            for name, logits in self(images[i:i + 500]).items():
+                out[name] += [JUDGED[name][int(k)] for k in logits.argmax(1)]
+        return pd.DataFrame(out)
 
 
-def train_judge(images: torch.Tensor, labels: list[tuple[str, str]], steps: int = 600, batch_size: int = 64,
-                seed: int = 0, progress: bool = True) -> AttributeJudge:
-    """Fit an AttributeJudge on uint8 images (N, H, W, 3) with their (shape, colour) labels."""
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
+    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def degrade(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A random mild degradation of float images (B, 3, H, W) in [-1, 1], one draw per image: a blend with
+    a 3x3 box blur, a small gain and offset per channel, and Gaussian noise. Decoded images are blurred,
+    haloed and tinted a little; a judge that has only seen clean pixels takes such a red triangle for a
+    purple one (models/README.md), so it is trained on both."""
+    b = len(x)
+    blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    a = torch.rand(b, 1, 1, 1, generator=gen)
+    gain = 1 + 0.1 * (2 * torch.rand(b, 3, 1, 1, generator=gen) - 1)
+    offset = 0.05 * (2 * torch.rand(b, 3, 1, 1, generator=gen) - 1)
+    noise = 0.1 * torch.rand(b, 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)
+    return (((1 - a) * x + a * blurred) * gain + offset + noise).clamp(-1, 1)
+
+
+def train_judge(images: torch.Tensor, labels: pd.DataFrame, steps: int = 1000, batch_size: int = 64,
+                seed: int = 0, augment: bool = True, progress: bool = True) -> AttributeJudge:
+    """Fit an AttributeJudge on uint8 images (N, H, W, 3) with their attributes (one row per image, the
+    JUDGED columns; split_arrays reads them). With `augment`, half of each batch is `degrade`d."""
+    missing = [name for name in JUDGED if name not in labels.columns]
+    if missing or len(labels) != len(images):
+        raise ValueError(f"labels need one row per image ({len(images)}) and the columns {list(JUDGED)}; "
+                         f"got {len(labels)} rows, missing {missing}.")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     judge = AttributeJudge()
-    ys = torch.tensor([SHAPES.index(s) for s, _ in labels])
-    yc = torch.tensor([COLOURS.index(c) for _, c in labels])
+    ys = {name: torch.tensor([classes.index(v) for v in labels[name]]) for name, classes in JUDGED.items()}
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3)
     judge.train()
-    for _ in tqdm(range(steps), desc="shape/colour judge", unit="step", disable=not progress):
+    for _ in tqdm(range(steps), desc="attribute judge", unit="step", disable=not progress):
         idx = torch.randint(0, len(images), (batch_size,), generator=gen)
-        s, c = judge(images[idx])
-        loss = F.cross_entropy(s, ys[idx]) + F.cross_entropy(c, yc[idx])
+        x = to_float(images[idx])
+        if augment:
+            x = torch.cat([x[:batch_size // 2], degrade(x[batch_size // 2:], gen)])
+        logits = judge(x)
+        loss = sum(F.cross_entropy(logits[name], ys[name][idx]) for name in JUDGED)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -145,22 +182,39 @@ def roundtrip_grid(conditioning: list[Image.Image], decoded: list[Image.Image], 
     return grid
 
 
+def image_attributes(world_root) -> pd.DataFrame:
+    """The toy world's generating attributes and split of every image, indexed by image_id (the entry's
+    position in the Karpathy file, as pds.data.load_karpathy numbers them)."""
+    root = resolve(world_root)
+    ann = data.load_json(root / f"dataset_{root.name}.json")
+    return pd.DataFrame([{**im["attributes"], "split": im["split"]} for im in ann["images"]]).rename_axis("image_id")
+
+
 def split_arrays(world_root, split: str):
     """Images of one split as PIL list and uint8 tensor (N, H, W, 3), their first captions, and their
-    (shape, colour) read from that caption (every toy caption names both)."""
+    generating attributes (a DataFrame, one row per image in the same order, the JUDGED columns)."""
     images, captions = data.load_dataset(world_root)
     images = images[images.split == split].reset_index(drop=True)
     first = captions[captions.split == split].groupby("image_id").caption.first()
     prompts = [first[int(i)] for i in images.image_id]
     pil = [data.load_image(world_root, p) for p in images.path]
-    labels = [(a["shape"], a["colour"]) for a in map(parse_caption, prompts)]
+    labels = image_attributes(world_root).loc[images.image_id, list(JUDGED)].reset_index(drop=True)
     return pil, torch.from_numpy(np.stack([np.asarray(im) for im in pil])), prompts, labels
 
 
-def _match(pred, truth) -> dict:
-    return {"shape_colour": round(100 * float(np.mean([p == t for p, t in zip(pred, truth, strict=True)])), 2),
-            "shape": round(100 * float(np.mean([p[0] == t[0] for p, t in zip(pred, truth, strict=True)])), 2),
-            "colour": round(100 * float(np.mean([p[1] == t[1] for p, t in zip(pred, truth, strict=True)])), 2)}
+def _match(pred: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """Percent of images whose predicted attributes equal the truth: shape and colour together (the model
+    card's headline), the layout (count, arrangement and position together, where predicted), and each
+    attribute alone."""
+    if len(pred) != len(truth):
+        raise ValueError(f"{len(pred)} predictions for {len(truth)} images.")
+    hit = {name: pred[name].to_numpy() == truth[name].to_numpy() for name in pred.columns}
+    def pct(x):
+        return round(100 * float(np.mean(x)), 2)
+    out = {"shape_colour": pct(hit["shape"] & hit["colour"])}
+    if set(LAYOUT) <= set(hit):
+        out["layout"] = pct(np.logical_and.reduce([hit[name] for name in LAYOUT]))
+    return {**out, **{name: pct(h) for name, h in hit.items()}}
 
 
 def evaluate_clip(model, preprocess, tokenizer, world_root, split: str = "test") -> dict:
@@ -179,9 +233,8 @@ def evaluate_clip(model, preprocess, tokenizer, world_root, split: str = "test")
     out = retrieval_recall(img_emb.numpy(), txt_emb.numpy(), text_image)
     out["r_mean"] = round(float(np.mean(list(out.values()))), 2)
     classes, weights = zero_shot_classifier(model, tokenizer)
-    first = captions.groupby("image_id").caption.first()
-    truth = [(a["shape"], a["colour"]) for a in (parse_caption(first[int(i)]) for i in images.image_id)]
-    out["zero_shot"] = _match(classify(img_emb, classes, weights), truth)
+    truth = image_attributes(world_root).loc[images.image_id, ["shape", "colour"]].reset_index(drop=True)
+    out["zero_shot"] = _match(pd.DataFrame(classify(img_emb, classes, weights), columns=["shape", "colour"]), truth)
     return out
 
 
@@ -239,7 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Measure the toy CLIP and toy unCLIP on the toy test split.")
     p.add_argument("--world", default="data/raw/toyworld")
     p.add_argument("--models", default="models", help="folder holding toy-clip/ and toy-unclip/")
-    p.add_argument("--n", type=int, default=200, help="test images decoded in the round trip")
+    p.add_argument("--n", type=int, default=200, help="images decoded in the round trip")
+    p.add_argument("--split", default="test", choices=["test", "val"],
+                   help="round-trip images (val: for choosing between decoders, so test stays unseen)")
     p.add_argument("--num-inference-steps", type=int, default=25)
     p.add_argument("--guidance-scale", type=float, default=3.0, help="best of 1, 3, 5, 8 on 100 val images")
     p.add_argument("--noise-level", type=int, default=0)
@@ -259,8 +314,8 @@ def main(argv: list[str] | None = None) -> None:
         check_unclip_dim(clip_embed_dim(model), pipe)
         _, train_images, _, train_labels = split_arrays(world, "train")
         judge = train_judge(train_images, train_labels, seed=args.seed)
-        pil, _, prompts, labels = split_arrays(world, "test")
-        report["judge_on_real_test_images"] = _match(judge.predict(torch.from_numpy(
+        pil, _, prompts, labels = split_arrays(world, args.split)
+        report[f"judge_on_real_{args.split}_images"] = _match(judge.predict(torch.from_numpy(
             np.stack([np.asarray(im) for im in pil]))), labels)
         pil, prompts, labels = pil[:args.n], prompts[:args.n], labels[:args.n]
         figures, decoded, speed = evaluate_roundtrip(model, preprocess, pipe, judge, pil, prompts, labels,
@@ -268,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
                                               guidance_scale=args.guidance_scale, noise_level=args.noise_level,
                                               eta=args.eta, seed=args.seed)
         report["unclip_roundtrip"] = figures
-        print("judge on real test images:", report["judge_on_real_test_images"])
+        print(f"judge on real {args.split} images:", report[f"judge_on_real_{args.split}_images"])
         print("toy unCLIP round trip:", figures, f"({speed:.1f} images/s)")
         data.save_png(models / "unclip_roundtrip.png", roundtrip_grid(pil, decoded))
     data.save_json(models / "quality.json", report)

@@ -57,7 +57,7 @@ def train_clip(world_root, out_dir, seed: int = 0, steps: int = 1500, batch_size
 def train_unclip(world_root, clip_dir, out_dir, seed: int = 0, vae_width: int = 32, latent_channels: int = 4,
                  vae_steps: int = 1000, vae_batch_size: int = 32, vae_lr: float = 2e-3, vae_fg_weight: float = 0.0,
                  unet_steps: int = 2000, unet_batch_size: int = 64, unet_lr: float = 1e-3, unet_snr_gamma: float = 0.0,
-                 text_hidden: int = 64, text_layers: int = 2, max_noise_level: int = 300) -> dict:
+                 unet_snr_floor: float = 0.0, text_hidden: int = 64, text_layers: int = 2, max_noise_level: int = 300) -> dict:
     """Train and save the toy unCLIP decoder on the toy CLIP in `clip_dir`; returns a small log."""
     import shutil
 
@@ -85,7 +85,7 @@ def train_unclip(world_root, clip_dir, out_dir, seed: int = 0, vae_width: int = 
     unet_losses = toy_unclip.train_decoder(comps, latent_mean, latent_std, embeds, tokens, caption_image,
                                            steps=unet_steps, batch_size=unet_batch_size, lr=unet_lr,
                                            max_noise_level=max_noise_level, seed=seed,
-                                           snr_gamma=unet_snr_gamma or None)
+                                           snr_gamma=unet_snr_gamma or None, snr_floor=unet_snr_floor)
     out_dir = Path(out_dir)
     if (out_dir / "model_index.json").exists():
         shutil.rmtree(out_dir)  # no stale component files from an earlier configuration
@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--unet-batch-size", type=int, default=64)
     p.add_argument("--unet-lr", type=float, default=1e-3)
     p.add_argument("--unet-snr-gamma", type=float, default=0.0, help="Min-SNR-gamma loss weighting (0: plain loss)")
+    p.add_argument("--unet-snr-floor", type=float, default=0.0,
+                   help="lowest Min-SNR weight, so that the highest-noise steps keep some (0: plain Min-SNR)")
     p.add_argument("--text-hidden", type=int, default=64, help="width of the decoder's caption encoder")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         log = train_unclip(world, out / "toy-clip", out / "toy-unclip", seed=args.seed, vae_width=args.vae_width,
                            latent_channels=args.latent_channels, vae_steps=args.vae_steps, vae_lr=args.vae_lr,
                            vae_fg_weight=args.vae_fg_weight, unet_steps=args.unet_steps, unet_batch_size=args.unet_batch_size,
-                           unet_lr=args.unet_lr, unet_snr_gamma=args.unet_snr_gamma, text_hidden=args.text_hidden)
+                           unet_lr=args.unet_lr, unet_snr_gamma=args.unet_snr_gamma,
+                           unet_snr_floor=args.unet_snr_floor, text_hidden=args.text_hidden)
         print(f"toy unCLIP: {json.dumps(log)}")
 
 

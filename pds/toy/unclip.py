@@ -193,7 +193,7 @@ def train_decoder(components: dict, latent_mean: torch.Tensor, latent_std: torch
                   tokens: torch.Tensor, caption_image: np.ndarray, steps: int, batch_size: int = 64,
                   lr: float = 8e-4, max_noise_level: int = 300, p_drop_both: float = 0.10,
                   p_drop_text: float = 0.25, p_drop_image: float = 0.05, ema_decay: float = 0.998, seed: int = 0,
-                  snr_gamma: float | None = None, progress: bool = True, callback=None,
+                  snr_gamma: float | None = None, snr_floor: float = 0.0, progress: bool = True, callback=None,
                   callback_every: int = 1000) -> list[float]:
     """Train the UNet and the text encoder jointly (the scheduler's prediction type), in place; returns the
     loss per step.
@@ -208,8 +208,9 @@ def train_decoder(components: dict, latent_mean: torch.Tensor, latent_std: torch
     every `callback_every` steps with the average weights in place (to watch quality while training).
     `snr_gamma`, if given, weights each sample's loss by Min-SNR-gamma (Hang et al. 2023: min(SNR, gamma),
     divided by SNR + 1 for v-prediction). On the toy world it moves weight from the high-noise steps, where
-    layout is decided, to the middle ones: shape improves and layout suffers (models/README.md), so the
-    committed decoder trains without it.
+    layout is decided, to the middle ones: shape improves and layout is lost (models/README.md).
+    `snr_floor` raises every Min-SNR weight to at least that value, so the highest-noise steps keep some
+    weight (0: plain Min-SNR).
     """
 
     unet, text_encoder = components["unet"], components["text_encoder"]
@@ -260,6 +261,7 @@ def train_decoder(components: dict, latent_mean: torch.Tensor, latent_std: torch
             snr = compute_snr(train_sched, t)
             per_t = torch.minimum(snr, torch.full_like(snr, snr_gamma))
             per_t = per_t / snr if train_sched.config.prediction_type == "epsilon" else per_t / (snr + 1)
+            per_t = per_t.clamp(min=snr_floor)
             loss = (F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)) * per_t).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
