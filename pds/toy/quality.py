@@ -4,6 +4,8 @@ round-trip fidelity of the toy unCLIP decoder, on the toy world's test split.
     python -m pds.toy.quality --world data/raw/toyworld --models models
 
 writes `models/quality.json` and `models/unclip_roundtrip.png` (the figures quoted in models/README.md).
+With `--split val` the round trip uses validation images instead: for choosing between retrained decoders
+(`--models` pointing at their folder) without looking at the test split.
 """
 
 import argparse
