@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from pds import data
 from pds.paths import resolve
+from pds.toy.unclip import to_unit_range
 from pds.toy.world import ARRANGEMENTS, BACKGROUNDS, COLOURS, COUNTS, POSITIONS, SHAPES, SIZES
 
 # what the judge names, with its classes; LAYOUT is what Min-SNR weighting lost (models/README.md)
@@ -108,7 +109,7 @@ class AttributeJudge(torch.nn.Module):
     def forward(self, x) -> dict[str, torch.Tensor]:
         """x: uint8 (B, H, W, 3) images, or float (B, 3, H, W) in [-1, 1] -> {attribute: logits (B, classes)}."""
         if x.dtype == torch.uint8:
-            x = to_float(x)
+            x = to_unit_range(x)
         h = self.features(x)
         return {name: head(h) for name, head in self.heads.items()}
 
@@ -121,11 +122,6 @@ class AttributeJudge(torch.nn.Module):
             for name, logits in self(images[i:i + 500]).items():
                 out[name] += [JUDGED[name][int(k)] for k in logits.argmax(1)]
         return pd.DataFrame(out)
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
-    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def degrade(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -143,9 +139,9 @@ def degrade(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_judge(images: torch.Tensor, labels: pd.DataFrame, steps: int = 1000, batch_size: int = 64,
-                seed: int = 0, augment: bool = True, progress: bool = True) -> AttributeJudge:
+                seed: int = 0, progress: bool = True) -> AttributeJudge:
     """Fit an AttributeJudge on uint8 images (N, H, W, 3) with their attributes (one row per image, the
-    JUDGED columns; split_arrays reads them). With `augment`, half of each batch is `degrade`d."""
+    JUDGED columns; split_arrays reads them). Half of each batch is `degrade`d."""
     missing = [name for name in JUDGED if name not in labels.columns]
     if missing or len(labels) != len(images):
         raise ValueError(f"labels need one row per image ({len(images)}) and the columns {list(JUDGED)}; "
@@ -158,9 +154,8 @@ def train_judge(images: torch.Tensor, labels: pd.DataFrame, steps: int = 1000, b
     judge.train()
     for _ in tqdm(range(steps), desc="attribute judge", unit="step", disable=not progress):
         idx = torch.randint(0, len(images), (batch_size,), generator=gen)
-        x = to_float(images[idx])
-        if augment:
-            x = torch.cat([x[:batch_size // 2], degrade(x[batch_size // 2:], gen)])
+        x = to_unit_range(images[idx])
+        x = torch.cat([x[:batch_size // 2], degrade(x[batch_size // 2:], gen)])
         logits = judge(x)
         loss = sum(F.cross_entropy(logits[name], ys[name][idx]) for name in JUDGED)
         opt.zero_grad(set_to_none=True)
@@ -273,7 +268,7 @@ def evaluate_roundtrip(clip_model, preprocess, pipe, judge: AttributeJudge, pil,
     c = F.normalize(cond, dim=-1)
     unrelated = (c @ c.T).numpy()[~np.eye(len(c), dtype=bool)]
     with torch.inference_mode():  # the VAE alone bounds what the decoder can draw
-        x = torch.from_numpy(np.stack([np.asarray(im) for im in pil])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        x = to_unit_range(_as_uint8(pil))
         rec = pipe.vae.decode(pipe.vae.encode(x.to(pipe.vae.dtype)).latent_dist.mode()).sample
         rec = ((rec.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
     figures = {
