@@ -185,6 +185,8 @@ def test_min_snr_weighting_is_the_plain_loss_when_gamma_never_binds_or_the_floor
     assert losses(5.0, "v_prediction", snr_floor=1.0) == pytest.approx(losses(None, "v_prediction"), rel=1e-5)
     assert losses(5.0, "v_prediction")[0] < losses(5.0, "v_prediction", snr_floor=0.5)[0] \
         < losses(None, "v_prediction")[0]
+    with pytest.raises(ValueError, match="set snr_gamma"):  # a floor without Min-SNR would be ignored
+        losses(None, "v_prediction", snr_floor=0.25)
 
 
 def test_decoder_callback_runs_in_eval_mode_and_does_not_change_training():

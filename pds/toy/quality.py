@@ -196,7 +196,7 @@ def split_arrays(world_root, split: str):
     prompts = [first[int(i)] for i in images.image_id]
     pil = [data.load_image(world_root, p) for p in images.path]
     labels = image_attributes(world_root).loc[images.image_id, list(JUDGED)].reset_index(drop=True)
-    return pil, torch.from_numpy(np.stack([np.asarray(im) for im in pil])), prompts, labels
+    return pil, _as_uint8(pil), prompts, labels
 
 
 def _match(pred: pd.DataFrame, truth: pd.DataFrame) -> dict:
@@ -311,9 +311,8 @@ def main(argv: list[str] | None = None) -> None:
         check_unclip_dim(clip_embed_dim(model), pipe)
         _, train_images, _, train_labels = split_arrays(world, "train")
         judge = train_judge(train_images, train_labels, seed=args.seed)
-        pil, _, prompts, labels = split_arrays(world, args.split)
-        report[f"judge_on_real_{args.split}_images"] = _match(judge.predict(torch.from_numpy(
-            np.stack([np.asarray(im) for im in pil]))), labels)
+        pil, images, prompts, labels = split_arrays(world, args.split)
+        report[f"judge_on_real_{args.split}_images"] = _match(judge.predict(images), labels)
         pil, prompts, labels = pil[:args.n], prompts[:args.n], labels[:args.n]
         figures, decoded, speed = evaluate_roundtrip(model, preprocess, pipe, judge, pil, prompts, labels,
                                               num_inference_steps=args.num_inference_steps,

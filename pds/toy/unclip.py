@@ -213,6 +213,9 @@ def train_decoder(components: dict, latent_mean: torch.Tensor, latent_std: torch
     weight (0: plain Min-SNR).
     """
 
+    if snr_floor and not snr_gamma:
+        raise ValueError(f"snr_floor={snr_floor} floors Min-SNR weights, but snr_gamma is {snr_gamma}: "
+                         "set snr_gamma (toymodels.unet_snr_gamma) too, or snr_floor to 0.")
     unet, text_encoder = components["unet"], components["text_encoder"]
     normalizer, noising = components["image_normalizer"], components["image_noising_scheduler"]
     train_sched = DDPMScheduler.from_config(components["scheduler"].config)
