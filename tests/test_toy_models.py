@@ -213,3 +213,14 @@ def test_decoder_callback_runs_in_eval_mode_and_does_not_change_training():
     for p, q in zip(comps_a["unet"].parameters(), comps_b["unet"].parameters(), strict=True):
         assert torch.equal(p, q)
     assert any(not torch.equal(a, b) for a, b in zip(seen[0][1], seen[1][1], strict=True))
+
+
+def test_unclip_seed_seeds_the_decoder_only(monkeypatch, tmp_path):
+    calls = {}
+    monkeypatch.setattr(train, "train_clip", lambda *a, **kw: calls.setdefault("clip", kw) and {})
+    monkeypatch.setattr(train, "train_unclip", lambda *a, **kw: calls.setdefault("unclip", kw) and {})
+    train.main(["--out", str(tmp_path), "--seed", "3", "--unclip-seed", "7"])
+    assert calls["clip"]["seed"] == 3 and calls["unclip"]["seed"] == 7
+    calls.clear()
+    train.main(["--out", str(tmp_path), "--seed", "3"])  # default: the decoder follows --seed
+    assert calls["clip"]["seed"] == 3 and calls["unclip"]["seed"] == 3

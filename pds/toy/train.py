@@ -100,7 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--world", default="data/raw/toyworld", help="toy world folder (Karpathy format)")
     p.add_argument("--out", default="models", help="writes <out>/toy-clip and <out>/toy-unclip")
     p.add_argument("--models", default="clip,unclip", help="comma-separated subset of clip,unclip")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the CLIP (and the decoder unless --unclip-seed)")
+    p.add_argument("--unclip-seed", type=int, default=None,
+                   help="seeds the decoder's VAE and UNet (default: --seed); the decoder's training noise is "
+                        "as large as its hyper-parameters' effects, so it is chosen on validation like them")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on shared cores)")
     p.add_argument("--clip-steps", type=int, default=1500)
     p.add_argument("--clip-batch-size", type=int, default=128)
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
                          batch_size=args.clip_batch_size, lr=args.clip_lr, embed_dim=args.clip_embed_dim)
         print(f"toy CLIP: {json.dumps(log)}")
     if "unclip" in which:
-        log = train_unclip(world, out / "toy-clip", out / "toy-unclip", seed=args.seed, vae_width=args.vae_width,
+        log = train_unclip(world, out / "toy-clip", out / "toy-unclip",
+                           seed=args.seed if args.unclip_seed is None else args.unclip_seed, vae_width=args.vae_width,
                            latent_channels=args.latent_channels, vae_steps=args.vae_steps, vae_lr=args.vae_lr,
                            vae_fg_weight=args.vae_fg_weight, unet_steps=args.unet_steps, unet_batch_size=args.unet_batch_size,
                            unet_lr=args.unet_lr, unet_snr_gamma=args.unet_snr_gamma,
