@@ -14,7 +14,12 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
 # The venv is rebuilt when the lock file or pyproject changes; the stamp records a finished install.
+# A new .venv takes about 6.7 GB (torch 2.14.1 is a CUDA build); check the disk first rather than fail mid-install.
+MIN_FREE_GB ?= 8
 $(BIN)/.installed: requirements.lock pyproject.toml
+	@test -x $(BIN)/python || { free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  if [ "$$free" -lt $(MIN_FREE_GB) ]; then \
+	    echo "make install: a new .venv needs about $(MIN_FREE_GB) GB free here, only $$free GB are: free disk space and rerun" >&2; exit 1; fi; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
