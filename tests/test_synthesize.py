@@ -55,23 +55,27 @@ def test_output_is_resized_to_image_size(pipe, protos, tmp_path):
         assert im.size == (24, 24)
 
 
-def test_an_image_does_not_depend_on_its_batch(pipe, protos, tmp_path):
+@pytest.mark.parametrize("eta", [0.0, 1.0])  # eta 1 draws fresh noise at every step: still one generator per image
+def test_an_image_does_not_depend_on_its_batch(pipe, protos, tmp_path, eta):
     prototypes, captions = protos
-    synthesize.synthesize(pipe, prototypes, captions, tmp_path / "b1", SETTINGS, batch_size=1, progress=False)
-    synthesize.synthesize(pipe, prototypes, captions, tmp_path / "b3", SETTINGS, batch_size=3, progress=False)
+    settings = replace(SETTINGS, eta=eta)
+    synthesize.synthesize(pipe, prototypes, captions, tmp_path / "b1", settings, batch_size=1, progress=False)
+    synthesize.synthesize(pipe, prototypes, captions, tmp_path / "b3", settings, batch_size=3, progress=False)
     assert folder_bytes(tmp_path / "b1") == folder_bytes(tmp_path / "b3")
     # and the seed matters: different images for different prototypes' seeds
     assert folder_bytes(tmp_path / "b1")["0000.png"] != folder_bytes(tmp_path / "b1")["0001.png"]
 
 
-def test_resumed_run_equals_an_uninterrupted_run(pipe, protos, tmp_path):
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_resumed_run_equals_an_uninterrupted_run(pipe, protos, tmp_path, eta):
     prototypes, captions = protos
-    synthesize.synthesize(pipe, prototypes, captions, tmp_path / "full", SETTINGS, batch_size=2, progress=False)
-    first = synthesize.synthesize(pipe, prototypes, captions, tmp_path / "resumed", SETTINGS, batch_size=2,
+    settings = replace(SETTINGS, eta=eta)
+    synthesize.synthesize(pipe, prototypes, captions, tmp_path / "full", settings, batch_size=2, progress=False)
+    first = synthesize.synthesize(pipe, prototypes, captions, tmp_path / "resumed", settings, batch_size=2,
                                   limit=3, progress=False)
     assert first.generated == 3 and first.table is None
     assert not (tmp_path / "resumed" / "synthetic.parquet").exists()
-    second = synthesize.synthesize(pipe, prototypes, captions, tmp_path / "resumed", SETTINGS, batch_size=2,
+    second = synthesize.synthesize(pipe, prototypes, captions, tmp_path / "resumed", settings, batch_size=2,
                                    progress=False)
     assert second.generated == M - 3 and second.reused == 3
     assert folder_bytes(tmp_path / "resumed") == folder_bytes(tmp_path / "full")
