@@ -1,6 +1,9 @@
-"""Packaging: pyproject.toml, environment.yml and requirements.lock describe the same environment."""
+"""Packaging: pyproject.toml, environment.yml and requirements.lock describe the same environment, and
+`make install` checks the disk before it builds one."""
 
 import re
+import shutil
+import subprocess
 import tomllib
 
 import yaml
@@ -37,3 +40,15 @@ def test_lock_pins_every_dependency_exactly():
     for req in _pyproject():
         assert _name(req) in lock, f"{req} is missing from requirements.lock (run make lock)"
     assert lock["torch"] == "2.14.1" and lock["torchvision"] == "0.29.1"
+
+
+def test_install_refuses_a_full_disk_before_creating_the_venv(tmp_path):
+    # The check must run before `python -m venv`: a half-built .venv on a full disk is what it prevents.
+    for name in ("Makefile", "requirements.lock", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    # PYTHON=false: were the check missing, the recipe fails at once instead of installing for real
+    res = subprocess.run(["make", "install", "MIN_FREE_GB=1000000", "PYTHON=false"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "a new .venv needs about 1000000 GB free here" in res.stderr and "free disk space" in res.stderr
+    assert not (tmp_path / ".venv").exists()
