@@ -3,8 +3,10 @@ called with `image_embeds=` the image prototype and `prompt=` its retrieved capt
 
 Writes `<out>/0000.png ...` image by image, a `manifest.json` that records what each image was made from,
 and `synthetic.parquet` (file, caption, prototype) once every image exists. A re-run generates only the
-missing or stale images; each image depends only on its own prototype, caption, settings and seed + index,
-never on the batch it fell in, so an interrupted-and-resumed run equals an uninterrupted one.
+missing or stale images; each image depends only on its own prototype, caption, settings and seed + index
+(one generator per image), and is always decoded in the same fixed chunk of `batch_size` indices, so an
+interrupted-and-resumed run equals an uninterrupted one byte for byte. Across batch sizes images agree up to
+float rounding (one grey level in rare pixels with several threads).
 """
 
 import hashlib
@@ -188,13 +190,21 @@ def synthesize(pipe, prototypes: np.ndarray, captions, out_dir, settings: Synthe
     reused = n - len(stale)
     (out_dir / TABLE).unlink(missing_ok=True)  # the table is written only when every image is current
     t0 = time.time()
+    # Batches are the fixed chunks [k * batch_size, (k + 1) * batch_size) of all indices, decoded whole even when
+    # only some of a chunk is to do: with several threads the float rounding depends on the batch's shape, so
+    # this way every image is computed in the same batch whether the run is fresh, resumed or partial.
+    chunks = sorted({i // batch_size for i in todo})
+    todo_set = set(todo)
     with tqdm(total=len(todo), desc="synthesize", unit="img", disable=not progress) as bar:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
+        for k in chunks:
+            chunk = list(range(k * batch_size, min((k + 1) * batch_size, n)))
+            batch = [i for i in chunk if i in todo_set]
             for i in batch:  # forget the old key first: a crash mid-batch leaves these marked stale
                 manifest.pop(files[i], None)
             _save_manifest(out_dir, manifest)
-            for i, image in zip(batch, generate(pipe, protos, captions, batch, settings), strict=True):
+            for i, image in zip(chunk, generate(pipe, protos, captions, chunk, settings), strict=True):
+                if i not in todo_set:
+                    continue
                 data.save_png(out_dir / files[i], image)
                 manifest[files[i]] = keys[i]
                 _save_manifest(out_dir, manifest)

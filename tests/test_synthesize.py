@@ -55,13 +55,16 @@ def test_output_is_resized_to_image_size(pipe, protos, tmp_path):
         assert im.size == (24, 24)
 
 
-@pytest.mark.parametrize("eta", [0.0, 1.0])  # eta 1 draws fresh noise at every step: still one generator per image
+@pytest.mark.parametrize("eta", [0.0, 1.0])  # eta 1 draws fresh noise at every step, from each image's generator
 def test_an_image_does_not_depend_on_its_batch(pipe, protos, tmp_path, eta):
     prototypes, captions = protos
     settings = replace(SETTINGS, eta=eta)
     synthesize.synthesize(pipe, prototypes, captions, tmp_path / "b1", settings, batch_size=1, progress=False)
     synthesize.synthesize(pipe, prototypes, captions, tmp_path / "b3", settings, batch_size=3, progress=False)
-    assert folder_bytes(tmp_path / "b1") == folder_bytes(tmp_path / "b3")
+    # equal up to float rounding: with several threads the kernels' summation order depends on the batch shape
+    for i in range(M):
+        a, b = (np.asarray(Image.open(tmp_path / f / f"{i:04d}.png"), dtype=int) for f in ("b1", "b3"))
+        assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01
     # and the seed matters: different images for different prototypes' seeds
     assert folder_bytes(tmp_path / "b1")["0000.png"] != folder_bytes(tmp_path / "b1")["0001.png"]
 
