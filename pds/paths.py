@@ -23,7 +23,7 @@ def device() -> str:
 
 
 def batch_size(default: int) -> int:
-    """Batch size from `PDS_BATCH_SIZE`; it changes speed, never results, so it is not a param."""
+    """Batch size from `PDS_BATCH_SIZE`; it changes speed, and results only by float rounding, so it is not a param."""
     return int(os.environ.get("PDS_BATCH_SIZE", default))
 
 

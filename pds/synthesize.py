@@ -146,7 +146,8 @@ def remove_stale(out_dir: Path, n: int, manifest: dict[str, str]) -> int:
 def generate(pipe, prototypes: np.ndarray, captions: list[str], indices: list[int],
              settings: SynthesisSettings) -> list[Image.Image]:
     """Decode prototypes[indices] with captions[indices] in one batch; one CPU generator per image, seeded
-    with seed + index, so an image does not depend on the batch it is in."""
+    with seed + index, so an image does not depend on the other images of its batch (its shape changes only
+    the float rounding)."""
     dtype = pipe.unet.dtype
     device = pipe.device
     embeds = torch.as_tensor(np.asarray(prototypes)[indices], dtype=dtype, device=device)  # (B, d)
