@@ -183,10 +183,26 @@ def _tables(entries: list[tuple[str, str, list[str]]], source: str, preprocess: 
 def _read_json(path: Path):
     if not path.exists():
         raise FileNotFoundError(f"annotation file {path} not found; see the README section on real data.")
+    raw = path.read_bytes()  # decoded whole, not by a text stream, so the error's offset is the file's
     try:
-        return json.loads(path.read_text())
+        # JSON is UTF-8 whatever the machine's locale says; the byte-order mark that some Windows editors
+        # write when told to save as UTF-8 is dropped rather than refused
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"annotation file {path} is not UTF-8 text (byte {raw[e.start]:#04x} on line {line}); "
+                         "re-save it as UTF-8, e.g. iconv -f <its encoding> -t utf-8.") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"annotation file {path} is not valid JSON ({e}).") from e
+
+
+def _missing_splits(images: pd.DataFrame) -> list[str]:
+    """The splits with no image. Every one is needed: the distillation and the coreset baselines draw from
+    train, the evaluate stage selects on val and reports test; unchecked, a missing split fails only there."""
+    present = set(images["split"])
+    return [s for s in SPLITS if s not in present]
 
 
 def load_karpathy(ann_file, preprocess: bool = True, max_words: int = 30):
@@ -209,7 +225,12 @@ def load_karpathy(ann_file, preprocess: bool = True, max_words: int = 30):
         except (TypeError, KeyError) as e:
             raise ValueError(f"{ann_file}: image entry {n} has a sentence without 'raw'.") from e
         entries.append((path, split, caps))
-    return _tables(entries, str(ann_file), preprocess, max_words)
+    images, captions = _tables(entries, str(ann_file), preprocess, max_words)
+    if missing := _missing_splits(images):
+        names = " or ".join("'train' (or 'restval')" if s == "train" else repr(s) for s in missing)
+        raise ValueError(f"{ann_file} has no image whose 'split' is {names}; the evaluate stage needs train, val "
+                         "and test images: set the 'split' of some image entries to each missing split.")
+    return images, captions
 
 
 def load_blip(ann_dir, name: str, preprocess: bool = True, max_words: int = 30):
@@ -236,7 +257,12 @@ def load_blip(ann_dir, name: str, preprocess: bool = True, max_words: int = 30):
                 continue
             index[e["image"]] = len(entries)
             entries.append((e["image"], split, list(caps)))
-    return _tables(entries, str(ann_dir / f"{name}_*.json"), preprocess, max_words)
+    images, captions = _tables(entries, str(ann_dir / f"{name}_*.json"), preprocess, max_words)
+    if missing := _missing_splits(images):
+        files = ", ".join(str(ann_dir / f"{name}_{split}.json") for split in missing)
+        raise ValueError(f"{files} list no images; the evaluate stage needs train, val and test images: add "
+                         f"the {' and '.join(missing)} images there.")
+    return images, captions
 
 
 def load_dataset(root, ann_format: str = "karpathy", ann_file: str = "", preprocess: bool = True,

@@ -2,9 +2,14 @@
 retrieval on the real test split: notebook 05_evaluate, and `python -m pds.evaluate text-features` (the
 cached caption features of the frozen student text encoder).
 
-Protocol (the field's: MTT-VL, LoRS, PDS; mission_anchors §2): trainable image encoder, frozen text
-encoder, trainable text projection head into the image-feature space, cosine logits / 0.07, symmetric
-InfoNCE, SGD (momentum 0.9, weight decay 5e-4), learning rate x0.1 at half-time; recall@1/5/10 both ways.
+Two protocols (DESIGN §2, mission_anchors §1.3 and §2), every method under both:
+- `field` (MTT-VL / LoRS, the field's): trainable image encoder, frozen BERT-family text encoder (MiniLM on the
+  toy world), trainable text projection head into the image-feature space; SGD, lr x0.1 at half-time.
+- `paper` (the evaluation released with PDS): the image encoder is frozen at its pretrained weights (eval
+  mode) and its output is the image embedding; the text side is the frozen CLIP text encoder of the embed
+  stage followed by the trainable head, the only thing trained (SGD lr 0.2); PDS's text target is the CLIP
+  text prototype itself.
+Both: cosine logits / 0.07, symmetric InfoNCE, SGD momentum 0.9, weight decay 5e-4, recall@1/5/10 both ways.
 The epoch is chosen on the val split; the test-selected figure the papers report is kept alongside.
 """
 
@@ -13,7 +18,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,7 @@ from pds import baselines, data, paths
 
 TEMPERATURE = 0.07
 METHODS = ("pds", "random", "herding", "kcenter", "full", "pds_real")  # pds_real: an ablation, not a baseline
+PROTOCOLS = ("field", "paper")
 RECALLS = ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10")
 METRICS = RECALLS + ("r_mean",)
 TEXT_TARGETS = ("prototype", "caption")
@@ -120,18 +126,22 @@ class Student(nn.Module):
     """Image encoder + text projection head; text comes in as frozen-encoder features (B, d_t).
 
     Images come in as uint8 (B, 3, S, S) and are scaled to [0, 1] and normalised with (mean, std) here, so
-    data can stay compact in memory. Both sides leave L2-normalised, no image projection (the field's)."""
+    data can stay compact in memory. With mean = std = None the "images" are already image embeddings
+    (B, D) of a frozen encoder (the paper's protocol) and pass through `image_encoder` (nn.Identity) as they
+    are. Both sides leave L2-normalised, no image projection (the field's)."""
 
-    def __init__(self, image_encoder: nn.Module, text_head: nn.Module, mean: Sequence[float],
-                 std: Sequence[float]):
+    def __init__(self, image_encoder: nn.Module, text_head: nn.Module, mean: Sequence[float] | None,
+                 std: Sequence[float] | None):
         super().__init__()
         self.image_encoder = image_encoder
         self.text_head = text_head
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+        pixels = mean is not None
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255 if pixels else None)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255 if pixels else None)
 
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) uint8 -> (B, D)
-        return F.normalize(self.image_encoder((images.float() - self.mean) / self.std), dim=-1)
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) uint8 or (B, D) -> (B, D)
+        x = images.float() if self.mean is None else (images.float() - self.mean) / self.std
+        return F.normalize(self.image_encoder(x), dim=-1)
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:  # (B, d_t) -> (B, D)
         return F.normalize(self.text_head(text), dim=-1)
@@ -158,7 +168,7 @@ def contrastive_loss(logits: torch.Tensor) -> torch.Tensor:
 class PairSet:
     """Training pairs: pair k shows images[image_index[k]] with text target text[k]."""
 
-    images: torch.Tensor  # (n_pool, 3, S, S) uint8
+    images: torch.Tensor  # (n_pool, 3, S, S) uint8, or (n_pool, D) frozen image embeddings (paper protocol)
     image_index: np.ndarray  # (N,) int64 rows of images
     text: np.ndarray  # (N, d_t) float32 text targets in the student's text-feature space
 
@@ -170,7 +180,7 @@ class PairSet:
 class RetrievalSet:
     """A val or test split: caption j belongs to image txt2img[j]."""
 
-    images: torch.Tensor  # (n_img, 3, S, S) uint8
+    images: torch.Tensor  # (n_img, 3, S, S) uint8, or (n_img, D) frozen image embeddings (paper protocol)
     text: np.ndarray  # (n_txt, d_t) float32 caption features
     txt2img: np.ndarray  # (n_txt,) int64
 
@@ -359,6 +369,53 @@ def synthetic_text_targets(synthetic: pd.DataFrame, prompts: pd.DataFrame, membe
     return targets[proto], n_fallback
 
 
+def clip_text_targets(synthetic: pd.DataFrame, prototype_text: np.ndarray, prompts: pd.DataFrame,
+                      clip_text: np.ndarray, mode: str = "prototype") -> np.ndarray:
+    """Text side of each synthetic image under the paper's protocol, in CLIP's text space: (n_synthetic, d).
+
+    mode `prototype` (as released): row `synthetic.prototype` of the match stage's text prototypes
+    prototype_text (M, d) -- an empty intersection's row is its text centroid, as released; mode `caption`:
+    the CLIP embedding (clip_text (n_captions, d), rows = caption_id) of the retrieved prompt caption.
+    """
+    if mode not in TEXT_TARGETS:
+        raise ValueError(f"unknown text_target {mode!r}; use one of {TEXT_TARGETS}.")
+    proto = synthetic["prototype"].to_numpy(np.int64)
+    if len(proto) == 0:
+        raise ValueError("synthetic.parquet lists no images: the distilled training set is empty.")
+    if proto.min() < 0 or proto.max() >= len(prototype_text) or len(prompts) != len(prototype_text):
+        raise ValueError(f"synthetic.parquet names prototypes outside [0, {len(prototype_text)}) or the prototypes "
+                         f"({len(prototype_text)}) and prompts ({len(prompts)}) disagree; re-run match and synthesize.")
+    if prototype_text.shape[1] != clip_text.shape[1]:
+        raise ValueError(f"text prototypes are {prototype_text.shape[1]}-d but the CLIP caption embeddings are "
+                         f"{clip_text.shape[1]}-d; re-run match on the current embeddings.")
+    if mode == "caption":
+        return np.asarray(clip_text[prompts["caption_id"].to_numpy(np.int64)[proto]], np.float32)
+    return np.asarray(prototype_text[proto], np.float32)
+
+
+def with_text(ev: "EvaluationData", text_features: np.ndarray, pds_text: np.ndarray | None) -> "EvaluationData":
+    """The same images with another text space: caption features (n_captions, d_t), rows = caption_id, for the
+    val / test splits and coresets, and PDS's targets pds_text (M, d_t) -- e.g. the CLIP text side of the
+    paper's protocol."""
+    if len(text_features) != len(ev.captions):
+        raise ValueError(f"{len(text_features)} caption features for {len(ev.captions)} captions.")
+    split_text = {}
+    for name in ("val", "test"):
+        ids = ev.captions.loc[ev.captions["split"] == name, "caption_id"].to_numpy()  # the order of retrieval_set
+        split_text[name] = replace(getattr(ev, name), text=np.asarray(text_features[ids], np.float32))
+    return replace(ev, text_features=text_features, pds_text=pds_text, **split_text)
+
+
+def check_budget(n_pairs: int, prototypes_dir) -> None:
+    """Refuse to compare PDS and the coresets at different budgets: the prototypes must come from
+    n_clusters = n_pairs (prototypes_dir/summary.json of the match stage)."""
+    summary = data.load_json(Path(prototypes_dir) / "summary.json")
+    if int(summary["n_clusters"]) != int(n_pairs):
+        raise ValueError(f"the prototypes in {prototypes_dir} were made with M = {summary['n_clusters']} clusters but "
+                         f"n_pairs = {n_pairs}: PDS and the coresets would be compared at different budgets; set "
+                         "n_pairs to M, or re-run cluster and match with n_clusters = n_pairs (base.n_pairs, dvc repro).")
+
+
 def nearest_real_images(prototype_image: np.ndarray, clip_image: np.ndarray, images: pd.DataFrame) -> np.ndarray:
     """For the `pds_real` ablation: the train image (image_id) whose CLIP embedding is nearest (cosine) to
     each image prototype, i.e. PDS with a perfect "synthesizer" that may only return real images.
@@ -377,17 +434,17 @@ def nearest_real_images(prototype_image: np.ndarray, clip_image: np.ndarray, ima
 # training and evaluating one student
 
 
-@torch.no_grad()
-def embed_split(student: Student, split: RetrievalSet, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+@torch.inference_mode()
+def embed_split(student: Student, split: RetrievalSet, batch_size: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised image (n_img, D) and text (n_txt, D) embeddings of a split, on the student's device."""
-    device = student.mean.device
+    device = next((t.device for t in [*student.parameters(), *student.buffers()]), torch.device("cpu"))
     img = torch.cat([student.encode_image(split.images[lo:lo + batch_size].to(device))
                      for lo in range(0, len(split.images), batch_size)])
     txt = student.encode_text(torch.from_numpy(split.text).to(device))
     return img.float(), txt.float()
 
 
-def evaluate_student(student: Student, split: RetrievalSet, batch_size: int = 500,
+def evaluate_student(student: Student, split: RetrievalSet, batch_size: int = 100,
                      top: int = 0) -> tuple[dict[str, float], np.ndarray | None]:
     """Recall metrics of `student` on a split; with top > 0 also each caption's `top` best images
     (n_txt, top) for showing retrieval examples."""
@@ -420,15 +477,18 @@ def epoch_order(image_index: np.ndarray, gen: torch.Generator, one_per_image: bo
 
 def train_student(encoder, train: PairSet, val: RetrievalSet, test: RetrievalSet, epochs: int, lr: float,
                   lr_image: float, batch_size: int, eval_every: int, seed: int, momentum: float = 0.9,
-                  weight_decay: float = 5e-4, device: str = "cpu", eval_batch_size: int = 500,
-                  one_per_image: bool = False, progress: bool = False) -> TrainResult:
+                  weight_decay: float = 5e-4, device: str = "cpu", eval_batch_size: int = 100,
+                  one_per_image: bool = False, progress: bool = False, lr_step: int = 0) -> TrainResult:
     """Train one student on `train` and evaluate it on val and test at epoch 0, every `eval_every` epochs
     and at the last one.
 
-    encoder: a fresh `pds.models.ImageEncoder` (trained in place). The text head maps d_t to the image
-    feature size; SGD with `lr` for the head and `lr_image` for the image encoder, both x0.1 for the
-    second half (epochs after epochs // 2; lr_image = 0 freezes the encoder, as PDS's released eval). An epoch is one shuffled pass over the pairs in batches of `batch_size` or, with
-    one_per_image, over the images, each with one of its pairs drawn at random (`epoch_order`).
+    encoder: a fresh `pds.models.ImageEncoder` (trained in place; the field's protocol), or None when the
+    images of train / val / test are already the embeddings (n, D) of a frozen encoder (the paper's protocol:
+    only the text head is trained). The text head maps d_t to the image feature size; SGD with `lr` for the
+    head and `lr_image` for the image encoder (lr_image = 0 freezes its weights), both x0.1 for the epochs
+    after `lr_step` (0: epochs // 2). An epoch is one shuffled pass over the pairs in batches of
+    `batch_size` or, with one_per_image, over the images, each with one of its pairs drawn at random
+    (`epoch_order`).
 
     On the CPU the student trains single-threaded (restored afterwards): small models gain little from a
     second thread, and results then do not depend on the thread count.
@@ -438,13 +498,13 @@ def train_student(encoder, train: PairSet, val: RetrievalSet, test: RetrievalSet
         torch.set_num_threads(1)
     try:
         return _train_student(encoder, train, val, test, epochs, lr, lr_image, batch_size, eval_every, seed,
-                              momentum, weight_decay, device, eval_batch_size, one_per_image, progress)
+                              momentum, weight_decay, device, eval_batch_size, one_per_image, progress, lr_step)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train_student(encoder, train, val, test, epochs, lr, lr_image, batch_size, eval_every, seed, momentum,
-                   weight_decay, device, eval_batch_size, one_per_image, progress) -> TrainResult:
+                   weight_decay, device, eval_batch_size, one_per_image, progress, lr_step) -> TrainResult:
     if len(train) == 0:
         raise ValueError("the training set is empty; nothing to train the student on.")
     if epochs < 1 or eval_every < 1 or batch_size < 1:
@@ -452,17 +512,27 @@ def _train_student(encoder, train, val, test, epochs, lr, lr_image, batch_size, 
     if train.text.shape[1] != val.text.shape[1]:
         raise ValueError(f"training text targets are {train.text.shape[1]}-d but caption features are "
                          f"{val.text.shape[1]}-d; both must come from the same text encoder.")
+    frozen = encoder is None
+    if frozen != (train.images.ndim == 2) or frozen != (val.images.ndim == 2):
+        raise ValueError("with encoder=None the images must be frozen embeddings (n, D), otherwise pixels "
+                         "(n, 3, S, S); see frozen_embeddings.")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    head = ProjectionHead(train.text.shape[1], encoder.num_features)
-    student = Student(encoder.model, head, encoder.mean, encoder.std).to(device).train()
-    groups = [{"params": head.parameters(), "lr": lr}]
-    if lr_image > 0:
-        groups.append({"params": encoder.model.parameters(), "lr": lr_image})
+    if frozen:
+        head = ProjectionHead(train.text.shape[1], train.images.shape[1])
+        student = Student(nn.Identity(), head, None, None).to(device).train()
+        groups = [{"params": head.parameters(), "lr": lr}]  # as released: the head is all the optimiser sees
     else:
-        encoder.model.requires_grad_(False)
+        head = ProjectionHead(train.text.shape[1], encoder.num_features)
+        student = Student(encoder.model, head, encoder.mean, encoder.std).to(device).train()
+        groups = [{"params": head.parameters(), "lr": lr}]
+        if lr_image > 0:
+            groups.append({"params": encoder.model.parameters(), "lr": lr_image})
+        else:
+            encoder.model.requires_grad_(False)
     opt = torch.optim.SGD(groups, momentum=momentum, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[epochs // 2] if epochs > 1 else [], gamma=0.1)
+    step = lr_step or epochs // 2
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[step] if 0 < step < epochs else [], gamma=0.1)
     text = torch.from_numpy(np.ascontiguousarray(train.text, dtype=np.float32))
     index = torch.from_numpy(np.array(train.image_index, dtype=np.int64))  # a copy: the table may be read-only
 
@@ -494,6 +564,18 @@ def _train_student(encoder, train, val, test, epochs, lr, lr_image, batch_size, 
             if not np.isfinite(loss) and epoch > 0:
                 raise ValueError(f"training diverged at epoch {epoch} (loss {loss}); lower lr / lr_image.")
     return TrainResult(pd.DataFrame(rows), test_top)
+
+
+@torch.no_grad()
+def frozen_embeddings(encoder, pixels: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """The paper's image side: a frozen pretrained encoder in eval mode (BatchNorm statistics untouched) maps
+    uint8 images (n, 3, S, S) to their embeddings (n, D) float32 -- timm's 1000 ImageNet logits on the real
+    path, the toy encoders' features on the toy world."""
+    model = encoder.model.eval()
+    mean = torch.tensor(encoder.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    std = torch.tensor(encoder.std, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    out = [model((pixels[lo:lo + batch_size].float() - mean) / std) for lo in range(0, len(pixels), batch_size)]
+    return torch.cat(out).float() if out else torch.zeros((0, encoder.num_features))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -557,7 +639,10 @@ def pair_set(ev: EvaluationData, caption_ids: np.ndarray) -> PairSet:
 
 @dataclass
 class TrainSettings:
-    """How every student is trained (see `train_student`); `full_*` apply to the full-data upper bound."""
+    """How every student is trained (see `train_student`); `full_*` apply to the full-data upper bound.
+
+    protocol `field`: the image encoder trains with `lr_image`; `paper`: it is frozen and its embeddings are
+    computed once per encoder (`frozen_embedding_data`), only the text head trains."""
 
     epochs: int
     full_epochs: int
@@ -567,13 +652,37 @@ class TrainSettings:
     eval_every: int
     full_one_per_image: bool = True
     device: str = "cpu"
-    eval_batch_size: int = 500
+    eval_batch_size: int = 100  # speed only: small CPU batches stay in cache (1.5x faster than 500 on 1 thread)
+    protocol: str = "field"
+    lr_step: int = 0  # lr x0.1 for the epochs after this one; 0: half-time
+    full_eval_every: int = 1
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; use one of {', '.join(PROTOCOLS)} (evaluate.protocol).")
+
+
+def frozen_embedding_data(ev: EvaluationData, encoder, batch_size: int = 500) -> EvaluationData:
+    """`ev` with every image (train, val, test, synthetic) replaced by its embedding (n, D) under the frozen
+    encoder (`frozen_embeddings`): computed once per encoder, shared by every student of the paper's protocol."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the students: results do not depend on the thread count
+    try:
+        def emb(pixels):
+            return None if pixels is None else frozen_embeddings(encoder, pixels, batch_size)
+
+        return replace(ev, train_images=emb(ev.train_images), synthetic=emb(ev.synthetic),
+                       val=replace(ev.val, images=emb(ev.val.images)), test=replace(ev.test, images=emb(ev.test.images)))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def run_student(ev: EvaluationData, load_encoder: Callable[[str], object], settings: TrainSettings, method: str,
                 encoder_name: str, seed: int, caption_ids: np.ndarray | None) -> tuple[pd.DataFrame, np.ndarray]:
     """Train and evaluate one student: `pds` on the synthetic pairs, any other method on the real pairs
-    `caption_ids`. Returns (history with run columns, test top-5 at the val-selected epoch)."""
+    `caption_ids`. Under the paper's protocol `ev` holds `encoder_name`'s frozen embeddings
+    (`frozen_embedding_data`) and only a text head is trained. Returns (history with run columns, test top-5
+    at the val-selected epoch)."""
     if method == "pds":
         train = PairSet(ev.synthetic, np.arange(len(ev.synthetic), dtype=np.int64), ev.pds_text)
     elif method == "pds_real":
@@ -581,20 +690,24 @@ def run_student(ev: EvaluationData, load_encoder: Callable[[str], object], setti
     else:
         train = pair_set(ev, caption_ids)
     full = method == "full"
-    epochs, every = (settings.full_epochs, 1) if full else (settings.epochs, settings.eval_every)
+    epochs, every = (settings.full_epochs, settings.full_eval_every) if full else (settings.epochs, settings.eval_every)
     torch.manual_seed(seed)  # random-init encoders differ by seed
-    encoder = load_encoder(encoder_name)
-    if encoder.image_size != ev.train_images.shape[-1]:
-        raise ValueError(f"encoder {encoder_name} expects {encoder.image_size}px images but the data were loaded "
-                         f"at {ev.train_images.shape[-1]}px; evaluate encoders of one input size together.")
+    encoder = None
+    if settings.protocol == "field":
+        encoder = load_encoder(encoder_name)
+        if encoder.image_size != ev.train_images.shape[-1]:
+            raise ValueError(f"encoder {encoder_name} expects {encoder.image_size}px images but the data were "
+                             f"loaded at {ev.train_images.shape[-1]}px; evaluate encoders of one input size together.")
     start = time.perf_counter()
     result = train_student(encoder, train, ev.val, ev.test, epochs, settings.lr, settings.lr_image,
                            settings.batch_size, every, seed, device=settings.device,
-                           eval_batch_size=settings.eval_batch_size, one_per_image=full and settings.full_one_per_image)
+                           eval_batch_size=settings.eval_batch_size, one_per_image=full and settings.full_one_per_image,
+                           lr_step=0 if full else settings.lr_step)
     hist = result.history
     n_train = len(np.unique(train.image_index)) if full and settings.full_one_per_image else len(train)
-    for i, (col, value) in enumerate((("method", method), ("image_encoder", encoder_name), ("seed", seed),
-                                      ("n_train", n_train), ("epochs", epochs))):
+    for i, (col, value) in enumerate((("protocol", settings.protocol), ("method", method),
+                                      ("image_encoder", encoder_name), ("seed", seed), ("n_train", n_train),
+                                      ("epochs", epochs))):
         hist.insert(i, col, value)
     hist["seconds"] = round(time.perf_counter() - start, 1)
     return hist, result.test_top
@@ -603,33 +716,34 @@ def run_student(ev: EvaluationData, load_encoder: Callable[[str], object], setti
 _WORKER: dict = {}  # per worker process: the data and settings, sent once
 
 
-def _init_worker(ev, load_encoder, settings) -> None:
+def _init_worker(data_for, load_encoder, settings) -> None:
     torch.set_num_threads(1)
-    _WORKER.update(ev=ev, load_encoder=load_encoder, settings=settings)
+    _WORKER.update(data_for=data_for, load_encoder=load_encoder, settings=settings)
 
 
 def _worker_run(task):
-    return run_student(_WORKER["ev"], _WORKER["load_encoder"], _WORKER["settings"], *task)
+    return run_student(_WORKER["data_for"][task[1]], _WORKER["load_encoder"], _WORKER["settings"], *task)
 
 
 def run_evaluation(ev: EvaluationData, methods: Sequence[str], encoder_names: Sequence[str],
                    load_encoder: Callable[[str], object], clip_image: np.ndarray, clip_text: np.ndarray,
                    n_pairs: int, seeds: Sequence[int], settings: TrainSettings, workers: int = 1,
                    progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Train and evaluate one student per (method, image encoder, seed).
+    """Train and evaluate one student per (method, image encoder, seed) under `settings.protocol`.
 
     Methods: `pds` (ev.synthetic with ev.pds_text), `pds_real` (the ablation: ev.pds_real real images
     with ev.pds_text), `random` / `herding` / `kcenter` (n_pairs real pairs
     chosen on the CLIP embeddings clip_image (n_images, d), clip_text (n_captions, d)), `full` (every
-    training pair; `settings.full_epochs` epochs, evaluated after each). `load_encoder(name)` returns a fresh
-    `pds.models.ImageEncoder`; it is called under each run's seed (and must be picklable when workers > 1).
+    training pair; `settings.full_epochs` epochs). The text side is ev's (`with_text` swaps it).
+    `load_encoder(name)` returns a fresh `pds.models.ImageEncoder`; under the field's protocol it is called
+    under each run's seed (and must be picklable when workers > 1), under the paper's once per encoder.
 
     On the CPU every student trains single-threaded, so results do not depend on `workers`: with
     workers > 1 the students are spread over that many processes (spawned; the data are sent once each).
 
-    Returns (runs, tops): runs has one row per (method, image_encoder, seed, epoch, split) with n_train,
-    epochs, seconds, loss and the metrics; tops maps (method, encoder, seed) to the test top-5 images of
-    each caption (n_txt, 5) at the val-selected epoch.
+    Returns (runs, tops): runs has one row per (protocol, method, image_encoder, seed, epoch, split) with
+    n_train, epochs, seconds, loss and the metrics; tops maps (protocol, method, encoder, seed) to the test
+    top-5 images of each caption (n_txt, 5) at the val-selected epoch.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -643,11 +757,18 @@ def run_evaluation(ev: EvaluationData, methods: Sequence[str], encoder_names: Se
     selections = {(m, s): None if m.startswith("pds") else select_pairs(m, ev.captions, clip_image, clip_text, n_pairs, s)
                   for m in methods for s in seeds}
     plan = [(m, e, s, selections[(m, s)]) for e in encoder_names for m in methods for s in seeds]
+    if settings.protocol == "paper":
+        data_for = {}
+        for e in encoder_names:
+            torch.manual_seed(seeds[0])  # only a randomly initialised encoder depends on it
+            data_for[e] = frozen_embedding_data(ev, load_encoder(e), settings.eval_batch_size)
+    else:
+        data_for = dict.fromkeys(encoder_names, ev)  # one object: pickled once for the workers
     results = {}
-    bar = tqdm(total=len(plan), desc="students", unit="run", disable=not progress)
+    bar = tqdm(total=len(plan), desc=f"students ({settings.protocol})", unit="run", disable=not progress)
     if workers <= 1:
         for task in plan:
-            results[task[:3]] = run_student(ev, load_encoder, settings, *task)
+            results[task[:3]] = run_student(data_for[task[1]], load_encoder, settings, *task)
             bar.update()
     else:
         import multiprocessing
@@ -655,14 +776,14 @@ def run_evaluation(ev: EvaluationData, methods: Sequence[str], encoder_names: Se
 
         # spawn, not fork: forking a process whose torch thread pools already ran can deadlock
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(ev, load_encoder, settings)) as pool:
+                                 initializer=_init_worker, initargs=(data_for, load_encoder, settings)) as pool:
             futures = {pool.submit(_worker_run, task): task[:3] for task in plan}
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
                 bar.update()
     bar.close()
     runs = pd.concat([results[t[:3]][0] for t in plan], ignore_index=True)
-    return runs, {t[:3]: results[t[:3]][1] for t in plan}
+    return runs, {(settings.protocol, *t[:3]): results[t[:3]][1] for t in plan}
 
 
 def retrieval_examples(split: RetrievalSet, texts: Sequence[str], top: np.ndarray, n: int = 4,
@@ -686,10 +807,10 @@ def retrieval_examples(split: RetrievalSet, texts: Sequence[str], top: np.ndarra
 
 
 def select_epochs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per run (method, image_encoder, seed), the test metrics at the epoch with the best val r_mean
-    (selected_on = val; ties: earliest) and at the epoch with the best test r_mean (selected_on = test, the
-    figure published papers report). One row per run and selection rule."""
-    keys = ["method", "image_encoder", "seed"]
+    """Per run (protocol, method, image_encoder, seed), the test metrics at the epoch with the best val
+    r_mean (selected_on = val; ties: earliest) and at the epoch with the best test r_mean (selected_on =
+    test, the figure published papers report). One row per run and selection rule."""
+    keys = ["protocol", "method", "image_encoder", "seed"]
     test = runs[runs["split"] == "test"].set_index(keys + ["epoch"])
     val = runs[runs["split"] == "val"].set_index(keys + ["epoch"])
     out = []
@@ -697,44 +818,60 @@ def select_epochs(runs: pd.DataFrame) -> pd.DataFrame:
         # idxmax keeps the first maximum: the earliest epoch on ties
         best = source["r_mean"].groupby(level=keys, sort=False).idxmax()
         rows = test.loc[best.to_list()].reset_index()
-        rows.insert(3, "selected_on", rule)
+        rows.insert(len(keys), "selected_on", rule)
         out.append(rows)
     return pd.concat(out, ignore_index=True)
 
 
 def summarise(runs: pd.DataFrame, dataset: str, n_pairs: int, methods: Sequence[str] | None = None) -> dict:
-    """metrics.json (DESIGN §5): dataset, n_pairs, seeds, and per method x image encoder x selection rule the
-    mean over seeds of each recall, r_mean and r_mean_std (population std over seeds), plus the epochs
-    the students were trained for."""
+    """metrics.json (DESIGN §5): dataset, n_pairs, seeds, and per protocol x image encoder x method x
+    selection rule the mean over seeds of each recall, r_mean and r_mean_std (population std over seeds),
+    plus the epochs the students were trained for."""
     sel = select_epochs(runs)
     order = list(methods) if methods else list(dict.fromkeys(runs["method"]))
     results = []
-    for enc in dict.fromkeys(runs["image_encoder"]):
-        for method in order:
-            for rule in ("val", "test"):
-                g = sel[(sel["method"] == method) & (sel["image_encoder"] == enc) & (sel["selected_on"] == rule)]
-                if len(g) == 0:
-                    continue
-                entry = {"method": method, "image_encoder": enc, "selected_on": rule}
-                entry.update({k: round(float(g[k].mean()), 2) for k in METRICS})
-                entry["r_mean_std"] = round(float(g["r_mean"].std(ddof=0)), 2)
-                entry["epochs"] = int(g["epochs"].iloc[0])
-                results.append(entry)
+    for protocol in dict.fromkeys(runs["protocol"]):
+        for enc in dict.fromkeys(runs["image_encoder"]):
+            for method in order:
+                for rule in ("val", "test"):
+                    g = sel[(sel["protocol"] == protocol) & (sel["method"] == method) & (sel["image_encoder"] == enc)
+                            & (sel["selected_on"] == rule)]
+                    if len(g) == 0:
+                        continue
+                    entry = {"method": method, "image_encoder": enc, "protocol": protocol, "selected_on": rule}
+                    entry.update({k: round(float(g[k].mean()), 2) for k in METRICS})
+                    entry["r_mean_std"] = round(float(g["r_mean"].std(ddof=0)), 2)
+                    entry["epochs"] = int(g["epochs"].iloc[0])
+                    results.append(entry)
     return {"dataset": dataset, "n_pairs": int(n_pairs), "seeds": int(runs["seed"].nunique()), "results": results}
 
 
 def results_table(runs: pd.DataFrame, selected_on: str = "val", methods: Sequence[str] | None = None) -> pd.DataFrame:
-    """The papers' table: rows (image_encoder, method), columns IR@1/5/10, TR@1/5/10, r_mean as
+    """The papers' table: rows (protocol, image_encoder, method), columns IR@1/5/10, TR@1/5/10, r_mean as
     "mean ± std" strings over seeds, for one selection rule."""
     sel = select_epochs(runs)
     sel = sel[sel["selected_on"] == selected_on]
-    g = sel.groupby(["image_encoder", "method"], sort=False)[list(METRICS)]
+    g = sel.groupby(["protocol", "image_encoder", "method"], sort=False)[list(METRICS)]
     mean, std = g.mean(), g.std(ddof=0)
     table = mean.round(1).astype(str) + " ± " + std.round(1).astype(str)
     if methods:
-        encs = list(dict.fromkeys(sel["image_encoder"]))
-        table = table.reindex(pd.MultiIndex.from_product([encs, list(methods)], names=table.index.names)).dropna()
+        index = [(p, e, m) for p in dict.fromkeys(sel["protocol"]) for e in dict.fromkeys(sel["image_encoder"])
+                 for m in methods]
+        table = table.reindex(pd.MultiIndex.from_tuples(index, names=table.index.names)).dropna()
     return table
+
+
+def rmean_grid(metrics: dict, selected_on: str = "val") -> pd.DataFrame:
+    """The full grid of metrics.json: rows method, columns (protocol, image_encoder), r_mean ± std strings --
+    every method under every protocol, so a reader sees which comparisons are like for like."""
+    rows = [r for r in metrics["results"] if r["selected_on"] == selected_on]
+    if not rows:
+        raise ValueError(f"metrics.json has no rows selected on {selected_on!r}.")
+    df = pd.DataFrame(rows)
+    df["cell"] = df["r_mean"].map("{:.1f}".format) + " ± " + df["r_mean_std"].map("{:.1f}".format)
+    grid = df.pivot(index="method", columns=["protocol", "image_encoder"], values="cell")
+    return grid.reindex(index=list(dict.fromkeys(df["method"])), columns=pd.MultiIndex.from_tuples(
+        list(dict.fromkeys(zip(df["protocol"], df["image_encoder"], strict=True))), names=["protocol", "image_encoder"]))
 
 
 def save_outputs(out_dir, runs: pd.DataFrame, metrics: dict) -> None:

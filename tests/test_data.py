@@ -24,21 +24,27 @@ def kp_entry(name, split, caps, filepath="imgs"):
     return {"filename": name, "filepath": filepath, "split": split, "sentences": [{"raw": c} for c in caps]}
 
 
+def all_splits(entries):
+    """`entries` plus one val and one test image, so the loaders' every-split check passes."""
+    return entries + [kp_entry("v.png", "val", ["a val image"]), kp_entry("t.png", "test", ["a test image"])]
+
+
 def test_karpathy_tables(tmp_path):
     ann = karpathy(tmp_path, [
         kp_entry("a.png", "train", ["A red Circle.", "a  red disc!"]),
         kp_entry("b.png", "restval", ["Blue square"]),
         kp_entry("c.png", "test", ["green, triangle", "x", "y"]),
+        kp_entry("d.png", "val", ["Pink star"]),
     ])
     images, captions = data.load_karpathy(ann)
     assert list(images.columns) == data.IMAGE_COLUMNS and list(captions.columns) == data.CAPTION_COLUMNS
-    assert images.image_id.tolist() == [0, 1, 2]
-    assert images.path.tolist() == ["imgs/a.png", "imgs/b.png", "imgs/c.png"]
-    assert images.split.tolist() == ["train", "train", "test"]  # restval counts as train
-    assert captions.caption_id.tolist() == list(range(6))
-    assert captions.image_id.tolist() == [0, 0, 1, 2, 2, 2]
+    assert images.image_id.tolist() == [0, 1, 2, 3]
+    assert images.path.tolist() == ["imgs/a.png", "imgs/b.png", "imgs/c.png", "imgs/d.png"]
+    assert images.split.tolist() == ["train", "train", "test", "val"]  # restval counts as train
+    assert captions.caption_id.tolist() == list(range(7))
+    assert captions.image_id.tolist() == [0, 0, 1, 2, 2, 2, 3]
     assert captions.caption.tolist()[:3] == ["a red circle", "a red disc", "blue square"]
-    assert captions.split.tolist() == ["train"] * 3 + ["test"] * 3
+    assert captions.split.tolist() == ["train"] * 3 + ["test"] * 3 + ["val"]
 
 
 def test_blip_tables_match_karpathy(tmp_path):
@@ -49,11 +55,12 @@ def test_blip_tables_match_karpathy(tmp_path):
         {"image": "imgs/a.png", "caption": "a  red disc!", "image_id": "a"},
         {"image": "imgs/b.png", "caption": "Blue square", "image_id": "b"},
     ]))
-    (ann / "flickr30k_val.json").write_text(json.dumps([]))
+    (ann / "flickr30k_val.json").write_text(json.dumps([{"image": "imgs/d.png", "caption": ["pink star"]}]))
     (ann / "flickr30k_test.json").write_text(json.dumps([{"image": "imgs/c.png", "caption": ["green, triangle", "x"]}]))
     images, captions = data.load_dataset(tmp_path, "blip", "flickr30k")
-    assert images.path.tolist() == ["imgs/a.png", "imgs/b.png", "imgs/c.png"]
-    assert captions.image_id.tolist() == [0, 0, 1, 2, 2]
+    assert images.path.tolist() == ["imgs/a.png", "imgs/b.png", "imgs/d.png", "imgs/c.png"]
+    assert images.split.tolist() == ["train", "train", "val", "test"]
+    assert captions.image_id.tolist() == [0, 0, 1, 2, 3, 3]
     assert captions.caption.tolist()[:2] == ["a red circle", "a red disc"]
 
 
@@ -65,7 +72,7 @@ def test_preprocess_caption():
 
 
 def test_preprocessing_is_switchable(tmp_path):
-    ann = karpathy(tmp_path, [kp_entry("a.png", "train", ["A Red Circle."])])
+    ann = karpathy(tmp_path, all_splits([kp_entry("a.png", "train", ["A Red Circle."])]))
     _, captions = data.load_karpathy(ann, preprocess=False)
     assert captions.caption[0] == "A Red Circle."
 
@@ -97,6 +104,57 @@ def test_missing_and_malformed_annotation_files(tmp_path):
         data.load_dataset(tmp_path / "missing")
     with pytest.raises(ValueError, match="unknown annotation format"):
         data.load_dataset(tmp_path, "coco-json")
+
+
+def test_annotation_file_that_is_not_utf8_is_named(tmp_path):
+    text = json.dumps({"images": all_splits([kp_entry("café.png", "train", ["un café"])])}, ensure_ascii=False)
+    (tmp_path / "latin1.json").write_bytes(text.replace("{", "\n{", 2).encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.json is not UTF-8 text \(byte 0xe9 on line 3\); re-save it as UTF-8"):
+        data.load_karpathy(tmp_path / "latin1.json")
+    (tmp_path / "utf8.json").write_bytes(text.encode("utf-8"))
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # "UTF-8" from some Windows editors
+    for name in ("utf8.json", "bom.json"):
+        assert data.load_karpathy(tmp_path / name)[0].path[0] == "imgs/café.png"
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    (ann / "f_train.json").write_bytes(b'[{"image": "a.png", "caption": "caf\xe9"}]')
+    (ann / "f_val.json").write_text("[]")
+    (ann / "f_test.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"f_train\.json is not UTF-8 text"):
+        data.load_blip(ann, "f")
+
+
+@pytest.mark.parametrize("splits, missing", [
+    (["train", "val"], "'test'"),
+    (["train", "test"], "'val'"),
+    (["train"], "'val' or 'test'"),
+    (["val", "test"], "'train' \\(or 'restval'\\)"),
+], ids=["no-test", "no-val", "train-only", "no-train"])
+def test_karpathy_split_missing_is_named(tmp_path, splits, missing):
+    ann = karpathy(tmp_path, [kp_entry(f"{s}.png", s, ["x"]) for s in splits])
+    with pytest.raises(ValueError, match=rf"dataset_toy\.json has no image whose 'split' is {missing}; the evaluate "
+                                         r"stage needs train, val and test images"):
+        data.load_karpathy(ann)
+
+
+def test_karpathy_restval_counts_as_train(tmp_path):
+    ann = karpathy(tmp_path, [kp_entry("r.png", "restval", ["x"]), kp_entry("v.png", "val", ["y"]),
+                              kp_entry("t.png", "test", ["z"])])
+    assert data.load_karpathy(ann)[0].split.tolist() == ["train", "val", "test"]
+
+
+def test_blip_split_missing_is_named(tmp_path):
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    (ann / "f_train.json").write_text(json.dumps([{"image": "a.png", "caption": "x"}]))
+    (ann / "f_val.json").write_text("[]")
+    (ann / "f_test.json").write_text(json.dumps([{"image": "c.png", "caption": ["z"]}]))
+    with pytest.raises(ValueError, match=r"annotations/f_val\.json list no images; the evaluate stage needs train, "
+                                         r"val and test images: add the val images there\."):
+        data.load_dataset(tmp_path, "blip", "f")
+    (ann / "f_test.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"f_val\.json, .*/f_test\.json list no images.*add the val and test images"):
+        data.load_blip(ann, "f")
 
 
 def test_blip_bad_entries(tmp_path):

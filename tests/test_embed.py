@@ -30,7 +30,7 @@ def dataset(tmp_path):
     entries = []
     for i in range(7):
         Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-        split = "train" if i < 5 else "test"
+        split = "train" if i < 5 else ("val" if i == 5 else "test")
         entries.append({"filename": f"{i}.png", "split": split,
                         "sentences": [{"raw": f"picture number {i} variant {k}"} for k in range(2)]})
     (tmp_path / f"dataset_{tmp_path.name}.json").write_text(json.dumps({"images": entries}))

@@ -188,6 +188,8 @@ def test_workers_give_the_same_runs_as_one_process(tmp_path):
     pd.testing.assert_frame_equal(one[cols], two[cols])
     assert all((tops_one[k] == tops_two[k]).all() for k in tops_one)
     assert one.groupby(["method", "seed"]).ngroups == 8
+    assert (one["protocol"] == "field").all() and set(tops_one) == {("field", m, "convnet", s) for m in
+                                                                    ("pds", "random", "full", "pds_real") for s in (0, 1)}
 
 
 def test_nearest_real_images_are_train_images_closest_to_each_prototype():
@@ -279,7 +281,7 @@ def _fake_runs():
             for epoch, val, test in ((0, 1.0, 1.0), (10, 5.0 + seed, 3.0), (20, 4.0, 9.0 + seed)):
                 for split, r in (("val", val), ("test", test)):
                     m = {k: r + (1 if method == "pds" else 0) for k in evaluate.METRICS}
-                    rows.append({"method": method, "image_encoder": "convnet", "seed": seed, "n_train": 100,
+                    rows.append({"protocol": "field", "method": method, "image_encoder": "convnet", "seed": seed, "n_train": 100,
                                  "epochs": 20, "epoch": epoch, "split": split, "loss": 0.0, **m})
     return pd.DataFrame(rows)
 
@@ -296,7 +298,7 @@ def test_metrics_json_has_the_design_shape():
     metrics = evaluate.summarise(_fake_runs(), "toyworld", 100, methods=["pds", "random"])
     json.dumps(metrics, allow_nan=False)
     assert {k: metrics[k] for k in ("dataset", "n_pairs", "seeds")} == {"dataset": "toyworld", "n_pairs": 100, "seeds": 2}
-    design = {"method", "image_encoder", "selected_on", "IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10",
+    design = {"method", "image_encoder", "protocol", "selected_on", "IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10",
               "r_mean", "r_mean_std"}
     for entry in metrics["results"]:
         assert design <= set(entry) and set(entry) - design == {"epochs"}
@@ -304,7 +306,9 @@ def test_metrics_json_has_the_design_shape():
     assert rnd["val"]["r_mean"] == 3.0 and rnd["val"]["r_mean_std"] == 0.0
     assert rnd["test"]["r_mean"] == 9.5 and rnd["test"]["r_mean_std"] == 0.5
     table = evaluate.results_table(_fake_runs(), "val", methods=["pds", "random"])
-    assert table.loc[("convnet", "random"), "r_mean"] == "3.0 ± 0.0"
+    assert table.loc[("field", "convnet", "random"), "r_mean"] == "3.0 ± 0.0"
+    grid = evaluate.rmean_grid(metrics, "val")
+    assert grid.loc["random", ("field", "convnet")] == "3.0 ± 0.0" and list(grid.index) == ["pds", "random"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -380,3 +384,135 @@ def test_timm_students_follow_the_field_feature_sizes():
     assert nfnet.num_features == 2304 and nfnet.image_size == 224 and nfnet.mean == models.CLIP_MEAN
     vit = models.load_image_encoder("vit_tiny_patch16_224", pretrained="")
     assert vit.num_features == 1000  # the cross-architecture students keep timm's 1000-class head
+
+
+# ----------------------------------------------------------------------------------------------------
+# the paper's protocol: frozen image encoder, CLIP text side, only the head trains
+
+
+def _paper_data(rng, n=20, d_text=6):
+    images = pd.DataFrame({"image_id": np.arange(n), "path": [f"{i}.png" for i in range(n)],
+                           "split": ["train"] * 12 + ["val"] * 4 + ["test"] * 4})
+    image_id = np.repeat(np.arange(n), 2)
+    captions = pd.DataFrame({"caption_id": np.arange(2 * n), "image_id": image_id,
+                             "split": images.split.to_numpy()[image_id], "caption": [f"c{k}" for k in range(2 * n)]})
+    feats = rng.normal(size=(2 * n, d_text)).astype(np.float32)
+    pixels = torch.from_numpy(rng.integers(0, 256, (n, 3, 4, 4)).astype(np.uint8))
+    return evaluate.EvaluationData(
+        train_images=pixels[:12], train_row=pd.Series(np.arange(12), index=np.arange(12)),
+        val=evaluate.retrieval_set(images, captions, feats, "val", pixels[12:16]),
+        test=evaluate.retrieval_set(images, captions, feats, "test", pixels[16:]),
+        synthetic=pixels[:3], pds_text=feats[:3], pds_real=np.array([0, 5, 7]), text_features=feats, captions=captions)
+
+
+def _bn_encoder():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 8), nn.BatchNorm1d(8))
+    return ImageEncoder(model, "tiny", 8, 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "")
+
+
+def test_paper_protocol_trains_only_the_text_head_and_leaves_the_encoder_untouched():
+    rng = np.random.default_rng(0)
+    ev = _paper_data(rng)
+    clip_text = rng.normal(size=(40, 5)).astype(np.float32)  # another text space (the CLIP side)
+    ev = evaluate.with_text(ev, clip_text, clip_text[:3] + 1.0)
+    enc = _bn_encoder()
+    before = {k: v.clone() for k, v in enc.model.state_dict().items()}  # weights and BatchNorm statistics
+    settings = evaluate.TrainSettings(epochs=30, full_epochs=2, lr=0.2, lr_image=0.0, batch_size=4, eval_every=10,
+                                      protocol="paper", lr_step=20, full_eval_every=2)
+    runs, tops = evaluate.run_evaluation(ev, ["pds", "random", "full"], ["tiny"], lambda name: enc,
+                                         rng.normal(size=(20, 4)), clip_text, 3, [0], settings, progress=False)
+    after = enc.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the frozen encoder changed"
+    assert not enc.model.training  # embedded in eval mode, as released
+    assert (runs["protocol"] == "paper").all() and set(tops) == {("paper", m, "tiny", 0) for m in ("pds", "random", "full")}
+    assert runs.loc[runs.method == "full", "epoch"].unique().tolist() == [0, 2]
+    # the head did learn: training loss on the 3 PDS pairs falls below chance
+    pds = runs[(runs.method == "pds") & (runs.split == "val")].set_index("epoch")
+    assert pds.loc[30, "loss"] < np.log(3)
+
+
+def test_train_student_with_frozen_embeddings_matches_a_head_only_reference():
+    """encoder=None trains exactly a ProjectionHead on fixed normalised embeddings with plain SGD."""
+    split = _tiny_problem()
+    emb = torch.randn(len(split.images), 8)
+    frozen = evaluate.RetrievalSet(emb, split.text, split.txt2img)
+    train = evaluate.PairSet(emb, split.txt2img, split.text)
+    got = evaluate.train_student(None, train, frozen, frozen, epochs=3, lr=0.2, lr_image=0.0, batch_size=8,
+                                 eval_every=3, seed=5, lr_step=2)
+    torch.manual_seed(5)
+    gen = torch.Generator().manual_seed(5)
+    head = evaluate.ProjectionHead(split.text.shape[1], 8).train()
+    opt = torch.optim.SGD(head.parameters(), lr=0.2, momentum=0.9, weight_decay=5e-4)
+    text = torch.from_numpy(split.text)
+    for epoch in range(1, 4):
+        perm = evaluate.epoch_order(split.txt2img, gen, False)
+        for lo in range(0, len(perm), 8):
+            b = perm[lo:lo + 8]
+            img = nn.functional.normalize(emb[split.txt2img[b.numpy()]], dim=-1)
+            logits = img @ nn.functional.normalize(head(text[b]), dim=-1).T / evaluate.TEMPERATURE
+            loss = evaluate.contrastive_loss(logits)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if epoch == 2:  # lr x0.1 after lr_step
+            for g in opt.param_groups:
+                g["lr"] *= 0.1
+    head.eval()
+    with torch.no_grad():
+        sim = nn.functional.normalize(emb, dim=-1) @ nn.functional.normalize(head(text), dim=-1).T
+    want = evaluate.recall_at_k(sim.numpy(), split.txt2img)
+    last = got.history[(got.history.epoch == 3) & (got.history.split == "test")].iloc[0]
+    assert last["r_mean"] == pytest.approx(want["r_mean"])
+
+
+def test_frozen_embeddings_are_the_eval_mode_outputs():
+    enc = _bn_encoder()
+    enc.model.train()
+    pixels = torch.randint(0, 256, (7, 3, 4, 4), dtype=torch.uint8)
+    got = evaluate.frozen_embeddings(enc, pixels, batch_size=3)
+    x = (pixels.float() / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        want = enc.model.eval()(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_clip_text_targets_are_the_rows_of_the_text_prototypes():
+    rng = np.random.default_rng(0)
+    prototype_text = rng.normal(size=(4, 5)).astype(np.float32)
+    clip_text = rng.normal(size=(30, 5)).astype(np.float32)
+    prompts = pd.DataFrame({"prototype": np.arange(4), "caption_id": [3, 9, 11, 20]})
+    synthetic = pd.DataFrame({"file": ["a", "b", "c"], "caption": ["x"] * 3, "prototype": [2, 0, 3]})
+    np.testing.assert_array_equal(evaluate.clip_text_targets(synthetic, prototype_text, prompts, clip_text),
+                                  prototype_text[[2, 0, 3]])
+    np.testing.assert_array_equal(evaluate.clip_text_targets(synthetic, prototype_text, prompts, clip_text, "caption"),
+                                  clip_text[[11, 3, 20]])
+    with pytest.raises(ValueError, match="-d"):
+        evaluate.clip_text_targets(synthetic, prototype_text, prompts, clip_text[:, :4])
+    with pytest.raises(ValueError, match="outside"):
+        evaluate.clip_text_targets(synthetic.assign(prototype=[0, 1, 4]), prototype_text, prompts, clip_text)
+
+
+def test_with_text_swaps_the_caption_features_of_every_split():
+    rng = np.random.default_rng(1)
+    ev = _paper_data(rng)
+    other = np.arange(40 * 3, dtype=np.float32).reshape(40, 3)
+    got = evaluate.with_text(ev, other, None)
+    cap = ev.captions
+    np.testing.assert_array_equal(got.val.text, other[cap.caption_id[cap.split == "val"]])
+    np.testing.assert_array_equal(got.test.text, other[cap.caption_id[cap.split == "test"]])
+    np.testing.assert_array_equal(got.test.txt2img, ev.test.txt2img)
+    assert got.pds_text is None and ev.val.text.shape[1] == 6  # the original is unchanged
+    with pytest.raises(ValueError, match="caption features"):
+        evaluate.with_text(ev, other[:5], None)
+
+
+def test_bad_protocol_and_mismatched_budget_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="evaluate.protocol"):
+        evaluate.TrainSettings(1, 1, 0.1, 0.0, 4, 1, protocol="papers")
+    from pds import data
+
+    data.save_json(tmp_path / "summary.json", {"n_clusters": 50})
+    evaluate.check_budget(50, tmp_path)
+    with pytest.raises(ValueError, match="different budgets"):
+        evaluate.check_budget(100, tmp_path)

@@ -34,6 +34,9 @@ def ran(tmp_path_factory):
     data.save_table(tmp / "prototypes" / "members.parquet", members.iloc[:-3])
     data.save_table(tmp / "prototypes" / "prompts.parquet", prompts)
     data.save_npy(tmp / "prototypes" / "image.npy", clip_image[:4])  # prototype g = image g's embedding (train)
+    clip_text = data.load_npy(tmp / "embeddings" / "text.npy")
+    data.save_npy(tmp / "prototypes" / "text.npy", clip_text[prompts.caption_id.to_numpy()] + 0.5)  # (4, d): any CLIP-space rows
+    data.save_json(tmp / "prototypes" / "summary.json", {"n_clusters": 4})
     for g in range(4):
         data.save_png(tmp / "synthetic" / f"{g:03d}.png", Image.open(tmp / "raw" / "fake" / "images" / f"{g:05d}.png"))
     data.save_table(tmp / "synthetic" / "synthetic.parquet",
@@ -47,7 +50,7 @@ def ran(tmp_path_factory):
                     "out_dir": str(tmp / "out"), "dataset": "fake", "n_pairs": 4, "methods": ",".join(METHODS),
                     "image_encoders": "convnet", "pretrained": "none", "text_encoder": "fake", "epochs": 2,
                     "full_epochs": 1, "full_one_per_image": 1, "lr": 0.05, "lr_image": 0.01, "batch_size": 8, "eval_every": 1, "seeds": 2,
-                    "seed": 0})
+                    "seed": 0, "protocol": "field,paper", "paper_lr": 0.2, "paper_epochs": 3, "paper_lr_step": 2})
     mp.undo()
     return tmp / "out"
 
@@ -55,17 +58,19 @@ def ran(tmp_path_factory):
 def test_metrics_json_has_one_entry_per_method_encoder_and_rule(ran):
     metrics = data.load_json(ran / "metrics.json")
     assert (metrics["dataset"], metrics["n_pairs"], metrics["seeds"]) == ("fake", 4, 2)
-    got = [(r["method"], r["image_encoder"], r["selected_on"]) for r in metrics["results"]]
-    assert got == [(m, "convnet", rule) for m in METHODS for rule in ("val", "test")]
+    got = [(r["protocol"], r["method"], r["image_encoder"], r["selected_on"]) for r in metrics["results"]]
+    assert got == [(p, m, "convnet", rule) for p in ("field", "paper") for m in METHODS for rule in ("val", "test")]
     for r in metrics["results"]:
         assert 0 <= r["r_mean"] <= 100 and r["r_mean_std"] >= 0
-        assert r["epochs"] == (1 if r["method"] == "full" else 2)
+        want = {"field": 1 if r["method"] == "full" else 2, "paper": 3}[r["protocol"]]
+        assert r["epochs"] == want
 
 
 def test_runs_csv_holds_every_evaluation(ran):
     runs = pd.read_csv(ran / "runs.csv")
-    # 6 methods x 2 seeds; epochs 0..2 (0..1 for full), val and test each
-    assert len(runs) == (5 * 2 * 3 + 2 * 2) * 2
+    # field: 6 methods x 2 seeds; epochs 0..2 (0..1 for full), val and test each; paper: epochs 0, 1, 2, 3
+    assert len(runs) == (5 * 2 * 3 + 2 * 2) * 2 + 6 * 2 * 4 * 2
+    runs = runs[runs.protocol == "field"]
     assert set(runs.columns) >= {"method", "image_encoder", "seed", "epoch", "split", *evaluate.METRICS}
     assert runs.loc[runs.method == "full", "n_train"].iloc[0] == 24  # one caption per train image each epoch
     assert (runs.loc[runs.method != "full", "n_train"] == 4).all()
