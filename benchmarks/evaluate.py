@@ -49,6 +49,7 @@ def child(spec: dict) -> dict:
 
     torch.set_num_threads(1)
     from pds import data, evaluate, models, paths
+    from pds import text_features as text_features_module
 
     s = spec["settings"]
     rng = np.random.default_rng(0)
@@ -64,7 +65,7 @@ def child(spec: dict) -> dict:
         clip_text = rng.standard_normal((len(captions), 64), dtype=np.float32)
         stand_ins.append("CLIP embeddings (random 64-d)")
     try:
-        text_features = evaluate.load_text_features(paths.resolve("data/text_features"), captions)
+        text_features = text_features_module.load_text_features(paths.resolve("data/text_features"), captions)
     except (FileNotFoundError, ValueError, KeyError):
         text_features = rng.standard_normal((len(captions), s["text_dim"]), dtype=np.float32)
         text_features /= np.linalg.norm(text_features, axis=1, keepdims=True)

@@ -11,6 +11,7 @@ Sections (`--only`, comma-separated, run in this order):
   cluster     cluster + match at N = 10k..570k pairs x d = 768, M = 100 / 500; reference vs fast k-means
   synthesize  toy decoder images/s batched vs one per call; real decoder time per image, extrapolated
   evaluate    one student training run per image encoder and method
+  students    student throughput: field protocol with the previous vs today's code, paper protocol, captions/s
 
 Every figure is the median of `--repeats` runs (default 3) with min-max, unless its table says n=1 and why;
 ratios are taken per repeat from measurements made side by side in the same run. Each configuration runs
@@ -37,7 +38,7 @@ if __package__ in (None, ""):  # run as a script: import `benchmarks` and `pds` 
 
 from benchmarks import common  # noqa: E402
 
-SECTIONS = ("stages", "embed", "cluster", "synthesize", "evaluate")
+SECTIONS = ("stages", "embed", "cluster", "synthesize", "evaluate", "students")
 RESULTS = common.ROOT / "results"
 
 

