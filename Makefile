@@ -8,7 +8,7 @@ export PYTHONHASHSEED := 0
 # dvc runs stage commands (papermill, python) in a shell: they must resolve to the venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install repro test test-all lint format lock sweep ablations bench lab clean-venv
+.PHONY: help install repro test test-all lint format lock sweep ablations bench lab clean-venv book dryrun-real lesson
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -78,5 +78,52 @@ bench: install  ## performance harness (not a test): results/benchmarks.json + r
 lab: install  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
+# A static HTML book of the executed notebooks, built offline (pds/book.py). BOOK_SRC / BOOK_OUT choose other
+# folders (the test builds into a temp one).
+BOOK_SRC ?= results/notebooks
+BOOK_OUT ?= results/book
+
+book: install  ## static HTML book of the executed notebooks -> results/book/index.html (offline)
+	$(BIN)/python -m pds.book $(BOOK_SRC) $(BOOK_OUT)
+
+# A classroom preset: the five lessons on a small toy world of their own (1,000 training images, 200 val, 200 test;
+# M = 20 pairs, k-means n_init 1; students: one seed, 20 epochs), run from a fresh clone with one command. Everything
+# is written under $(LESSON): raw/toyworld, embeddings, clusters, prototypes, synthetic, text_features, evaluate,
+# notebooks/ (the executed lessons) and book/ (their HTML book); data/ and results/ are never read or written
+# (models/ is read: the committed toy models). About 4-5 minutes on 2 quiet cores after `make install`.
+LESSON ?= build/lesson
+LESSON_M ?= 20
+LESSON_RUN = PDS_PROGRESS=0 $(BIN)/papermill --no-progress-bar -k python3
+
+lesson: install  ## the five lessons on a small toy world of their own, ~5 min -> build/lesson/notebooks, build/lesson/book
+	mkdir -p $(LESSON)/notebooks
+	$(BIN)/python -m pds.toy.world --out $(LESSON)/raw/toyworld --n-train 1000 --n-val 200 --n-test 200 --seed 0
+	$(LESSON_RUN) notebooks/01_embed.ipynb $(LESSON)/notebooks/01_embed.ipynb \
+	  -p dataset_root $(LESSON)/raw/toyworld -p out_dir $(LESSON)/embeddings
+	$(LESSON_RUN) notebooks/02_cluster.ipynb $(LESSON)/notebooks/02_cluster.ipynb \
+	  -p embeddings_dir $(LESSON)/embeddings -p dataset_root $(LESSON)/raw/toyworld -p out_dir $(LESSON)/clusters \
+	  -p n_clusters $(LESSON_M) -p n_init 1
+	$(LESSON_RUN) notebooks/03_match.ipynb $(LESSON)/notebooks/03_match.ipynb \
+	  -p embeddings_dir $(LESSON)/embeddings -p clusters_dir $(LESSON)/clusters -p dataset_root $(LESSON)/raw/toyworld \
+	  -p out_dir $(LESSON)/prototypes
+	$(LESSON_RUN) notebooks/04_synthesize.ipynb $(LESSON)/notebooks/04_synthesize.ipynb \
+	  -p prototypes_dir $(LESSON)/prototypes -p embeddings_dir $(LESSON)/embeddings \
+	  -p dataset_root $(LESSON)/raw/toyworld -p out_dir $(LESSON)/synthetic
+	PDS_PROGRESS=0 $(BIN)/python -m pds.text_features --embeddings-dir $(LESSON)/embeddings --out $(LESSON)/text_features
+	$(LESSON_RUN) notebooks/05_evaluate.ipynb $(LESSON)/notebooks/05_evaluate.ipynb \
+	  -p embeddings_dir $(LESSON)/embeddings -p text_features_dir $(LESSON)/text_features \
+	  -p prototypes_dir $(LESSON)/prototypes -p synthetic_dir $(LESSON)/synthetic -p dataset_root $(LESSON)/raw/toyworld \
+	  -p out_dir $(LESSON)/evaluate -p n_pairs $(LESSON_M) -p seeds 1 -p epochs 20 -p full_epochs 1 -p eval_every 5 \
+	  -p paper_epochs 21 -p paper_lr_step 11
+	$(BIN)/python -m pds.book $(LESSON)/notebooks $(LESSON)/book
+	@echo "lessons: $(LESSON)/notebooks/ (Jupyter) and $(LESSON)/book/index.html (the same as web pages)"
+
 clean-venv:
 	rm -rf $(VENV)
+
+# The real path's architectures at random weights (open_clip ViT-L-14, the unclip-small decoder, timm NFNet /
+# NF-ResNet / ViT-Tiny students, a BERT-base text encoder) through stages 01-05 on 20 toy images, on the CPU and
+# without a download: proves the real parameters wire together, not that anything works (pds/dryrun.py).
+# About 10 minutes on 2 cores, 9-10 GB of memory at peak; outputs and report.json in build/dryrun-real/.
+dryrun-real: install  ## real architectures at random weights, stages 01-05 on 20 toy images (CPU, ~10 min) -> build/dryrun-real/
+	$(BIN)/python -m pds.dryrun --out build/dryrun-real

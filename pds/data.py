@@ -215,10 +215,14 @@ def load_karpathy(ann_file, preprocess: bool = True, max_words: int = 30):
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{ann_file} is not a Karpathy split file: expected an object with an 'images' list.")
     entries = []
+    # Karpathy's Flickr30k file names no folder (only COCO's has 'filepath'); the JPEGs ship in
+    # flickr30k-images/, the layout the BLIP files and the README use, so look there when it exists
+    default_folder = "flickr30k-images" if (ann_file.parent / "flickr30k-images").is_dir() else ""
     for n, im in enumerate(data["images"]):
         if not isinstance(im, dict) or "filename" not in im or "split" not in im or "sentences" not in im:
             raise ValueError(f"{ann_file}: image entry {n} lacks one of 'filename', 'split', 'sentences'.")
-        path = str(Path(im.get("filepath", "")) / im["filename"]) if im.get("filepath") else im["filename"]
+        folder = im.get("filepath") or default_folder
+        path = str(Path(folder) / im["filename"]) if folder else im["filename"]
         split = "train" if im["split"] == "restval" else im["split"]
         try:
             caps = [s["raw"] for s in im["sentences"]]

@@ -229,3 +229,18 @@ def test_same_array_same_bytes(tmp_path):
     data.save_png(tmp_path / "1.png", img)
     data.save_png(tmp_path / "2.png", img)
     assert (tmp_path / "1.png").read_bytes() == (tmp_path / "2.png").read_bytes()
+
+
+def test_karpathy_flickr30k_images_are_found_in_flickr30k_images(tmp_path):
+    """Karpathy's dataset_flickr30k.json has no 'filepath': the JPEGs are looked up in flickr30k-images/."""
+    from PIL import Image
+
+    (tmp_path / "flickr30k-images").mkdir()
+    entries = []
+    for i, split in enumerate(["train", "val", "test"]):
+        Image.new("RGB", (4, 4)).save(tmp_path / "flickr30k-images" / f"{i}.jpg")
+        entries.append({"filename": f"{i}.jpg", "split": split, "sentences": [{"raw": "a dog"}]})
+    (tmp_path / "dataset_flickr30k.json").write_text(json.dumps({"dataset": "flickr30k", "images": entries}))
+    images, _ = data.load_karpathy(tmp_path / "dataset_flickr30k.json")
+    assert images["path"].tolist() == [f"flickr30k-images/{i}.jpg" for i in range(3)]
+    assert data.load_image(tmp_path, images["path"][0]).size == (4, 4)
