@@ -77,13 +77,13 @@ class ImageFiles(Dataset):
         return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # (3, H, W)
 
 
-def _batches(loader, desc):
-    return tqdm(loader, desc=desc, unit="batch", leave=False)
+def _batches(loader, desc, progress=True):
+    return tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress)
 
 
 @torch.inference_mode()
 def embed_images(model, preprocess, root, paths, batch_size: int = 256, num_workers: int = 0,
-                 device: str = "cpu") -> np.ndarray:
+                 device: str = "cpu", progress: bool = True) -> np.ndarray:
     """CLIP image embeddings of `root/paths[i]` -> (n, d) float32, unnormalised.
 
     Workers (`num_workers`) decode in parallel with the model; ToTensor + Normalize run once per batch, on
@@ -94,7 +94,7 @@ def embed_images(model, preprocess, root, paths, batch_size: int = 256, num_work
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         persistent_workers=False)
     out = []
-    for x in _batches(loader, "images"):
+    for x in _batches(loader, "images", progress):
         x = x.to(device)
         if split is not None:
             x = to_model_input(x, split[1], split[2])  # (B, 3, H, W) float
@@ -113,24 +113,26 @@ def embed_pil_images(model, preprocess, images, batch_size: int = 256, device: s
 
 
 @torch.inference_mode()
-def embed_texts(model, tokenizer, texts, batch_size: int = 1024, device: str = "cpu") -> np.ndarray:
+def embed_texts(model, tokenizer, texts, batch_size: int = 1024, device: str = "cpu",
+                progress: bool = True) -> np.ndarray:
     """CLIP text embeddings of `texts` -> (n, d) float32, unnormalised."""
     texts = list(texts)
     out = []
-    for i in tqdm(range(0, len(texts), batch_size), desc="captions", unit="batch", leave=False):
+    for i in tqdm(range(0, len(texts), batch_size), desc="captions", unit="batch", leave=False, disable=not progress):
         out.append(model.encode_text(tokenizer(texts[i:i + batch_size]).to(device)).float().cpu())
     return torch.cat(out).numpy()
 
 
 def embed_dataset(model, preprocess, tokenizer, images: pd.DataFrame, captions: pd.DataFrame, root,
-                  batch_size: int = 256, num_workers: int = 0, device: str = "cpu") -> Embeddings:
+                  batch_size: int = 256, num_workers: int = 0, device: str = "cpu",
+                  progress: bool = True) -> Embeddings:
     """Embed every image and caption of a dataset (all splits). Rows follow image_id / caption_id."""
     if len(images) == 0 or len(captions) == 0:
         raise ValueError("the dataset has no images or no captions; check the annotation file.")
     if not (images.image_id.to_numpy() == np.arange(len(images))).all():
         raise ValueError("image_id must equal the row number; load tables with pds.data.load_dataset.")
-    image = embed_images(model, preprocess, root, images.path, batch_size, num_workers, device)
-    text = embed_texts(model, tokenizer, captions.caption, 4 * batch_size, device)
+    image = embed_images(model, preprocess, root, images.path, batch_size, num_workers, device, progress)
+    text = embed_texts(model, tokenizer, captions.caption, 4 * batch_size, device, progress)
     for name, x in (("image", image), ("text", text)):
         if not np.isfinite(x).all():
             raise ValueError(f"the CLIP produced non-finite {name} embeddings; check the model weights.")

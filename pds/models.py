@@ -65,6 +65,9 @@ def load_unclip(name_or_path: str, device: str | None = None):
 
     import torch
     from diffusers import StableUnCLIPImg2ImgPipeline
+    from diffusers.utils import is_accelerate_available
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
     from pds import paths
 
@@ -82,7 +85,19 @@ def load_unclip(name_or_path: str, device: str | None = None):
     else:
         source = name_or_path  # a hub id; diffusers reads its cache (HF_HUB_OFFLINE=1 keeps it offline)
     dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
-    pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(source, torch_dtype=dtype)
+    # Loading draws two nested bars (components, weights) that are noise in a notebook: off while loading, then
+    # restored. low_cpu_mem_usage needs accelerate; asking for it without accelerate only prints advice to install it.
+    bars = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(source, dtype=dtype,
+                                                           low_cpu_mem_usage=is_accelerate_available())
+    finally:
+        if bars[0]:
+            diffusers_logging.enable_progress_bar()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe

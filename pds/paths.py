@@ -30,3 +30,16 @@ def batch_size(default: int) -> int:
 def num_workers(default: int = 0) -> int:
     """Data-loader worker processes from `PDS_NUM_WORKERS`."""
     return int(os.environ.get("PDS_NUM_WORKERS", default))
+
+
+def progress() -> bool:
+    """Whether long loops (embedding, synthesis, student training) show a tqdm bar: yes, unless `PDS_PROGRESS=0`.
+
+    dvc.yaml sets `PDS_PROGRESS=0` on its papermill commands, because papermill records every redraw of a bar
+    as an output and the executed notebooks in results/notebooks/ are what readers see; Jupyter and the
+    terminal keep their one-line bar. Not a param: it changes no result.
+    """
+    value = os.environ.get("PDS_PROGRESS", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"PDS_PROGRESS={value!r}: use 1 (progress bars, the default) or 0 (none).")
+    return value == "1"

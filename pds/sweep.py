@@ -13,7 +13,8 @@ from pds import data, paths
 
 
 def collect(folder) -> pd.DataFrame:
-    """One row per (n_pairs, method, image_encoder) from every `metrics_*.json` in `folder` (val-selected)."""
+    """One row per (protocol, n_pairs, method, image_encoder) from every `metrics_*.json` in `folder`
+    (val-selected; files written before the paper protocol existed are the field protocol's)."""
     rows = []
     files = sorted(Path(folder).glob("metrics_*.json"))
     if not files:
@@ -22,31 +23,47 @@ def collect(folder) -> pd.DataFrame:
         m = data.load_json(f)
         for r in m["results"]:
             if r.get("selected_on", "val") == "val":
-                rows.append({"n_pairs": m["n_pairs"], "method": r["method"], "image_encoder": r["image_encoder"],
-                             "r_mean": r["r_mean"], "r_mean_std": r["r_mean_std"]})
-    return pd.DataFrame(rows).sort_values(["method", "image_encoder", "n_pairs"], ignore_index=True)
+                rows.append({"protocol": r.get("protocol", "field"), "n_pairs": m["n_pairs"], "method": r["method"],
+                             "image_encoder": r["image_encoder"], "r_mean": r["r_mean"], "r_mean_std": r["r_mean_std"]})
+    return pd.DataFrame(rows).sort_values(["protocol", "method", "image_encoder", "n_pairs"], ignore_index=True)
 
 
 def plot_budget(df: pd.DataFrame):
-    """r_mean against the budget M, one panel per image encoder, one line per method (± std)."""
+    """r_mean against the budget M, one panel per protocol x image encoder (rows: protocols), one line per
+    method (± std) in its fixed colour (`pds.plots.METHOD_COLOURS`); the legend sits right of the first row's
+    last panel, outside the data."""
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
+    from pds import plots
+
     encoders = sorted(df.image_encoder.unique())
-    fig, axes = plt.subplots(1, len(encoders), figsize=(4.2 * len(encoders), 3.6), squeeze=False, sharey=True)
-    for ax, enc in zip(axes[0], encoders, strict=True):
-        for method, g in df[df.image_encoder == enc].groupby("method"):
-            if method == "full":  # not a budget: a horizontal upper bound
-                ax.axhline(g.r_mean.mean(), color="k", ls="--", lw=1, label="full data")
+    methods = plots.method_order(df.method.unique())  # fails on a method without a colour
+    width = min(plots.MAX_WIDTH_INCHES, 3.1 * len(encoders) + 1.2)  # + the legend, right of the panels
+    protocols = list(dict.fromkeys(df.protocol))
+    fig, axes = plt.subplots(len(protocols), len(encoders), figsize=(width, 3.3 * len(protocols)), squeeze=False,
+                             sharey=True)
+    for ax, (protocol, enc) in zip(axes.flat, [(p, e) for p in protocols for e in encoders], strict=True):
+        for method in methods:
+            g = df[(df.protocol == protocol) & (df.image_encoder == enc) & (df.method == method)]
+            if g.empty:
                 continue
-            ax.errorbar(g.n_pairs, g.r_mean, yerr=g.r_mean_std, marker="o", capsize=3, label=method)
+            if method == "full":  # not a budget: a horizontal upper bound
+                ax.axhline(g.r_mean.mean(), color=plots.method_colour("full"), ls="--", lw=1, label="full data")
+                continue
+            ax.errorbar(g.n_pairs, g.r_mean, yerr=g.r_mean_std, marker="o", capsize=3, label=method,
+                        color=plots.method_colour(method))
         ax.set_xscale("log")
         ax.set_xticks(sorted(df.n_pairs.unique()), labels=[str(m) for m in sorted(df.n_pairs.unique())])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # only the budgets run are labelled
-        ax.set_title(enc)
+        ax.set_title(f"{enc}, {protocol} protocol")
         ax.set_xlabel("budget M (pairs)")
-    axes[0][0].set_ylabel("r_mean (%), test, val-selected")
-    axes[0][-1].legend(fontsize=8)
+    for row in axes:
+        row[0].set_ylabel("r_mean (%), test, val-selected")
+    handles, labels = axes[0][-1].get_legend_handles_labels()  # lines first, then error bars: palette order
+    order = sorted(range(len(labels)), key=lambda i: methods.index("full" if labels[i] == "full data" else labels[i]))
+    plots.legend_outside(axes[0][-1], handles=[handles[i] for i in order], labels=[labels[i] for i in order],
+                         title="method", title_fontsize=plots.FONTSIZE)
     fig.tight_layout()
     return fig
 
@@ -60,7 +77,7 @@ def main(argv=None) -> None:
     df = collect(folder)
     data.save_table(folder / "sweep.parquet", df)
     plot_budget(df).savefig(folder / "r_mean_vs_budget.png", dpi=120)
-    print(df.pivot_table(index=["image_encoder", "method"], columns="n_pairs", values="r_mean").round(2))
+    print(df.pivot_table(index=["protocol", "image_encoder", "method"], columns="n_pairs", values="r_mean").round(2))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,17 @@ def test_collect_and_plot(tmp_path):
     assert (tmp_path / "r_mean_vs_budget.png").stat().st_size > 0
 
 
+def test_protocols_are_kept_apart(tmp_path):
+    for m in (100, 200):
+        results = [{"method": "pds", "image_encoder": "convnet", "protocol": p, "selected_on": "val",
+                    "r_mean": v + m, "r_mean_std": 0.5} for p, v in (("field", 1.0), ("paper", 2.0))]
+        data.save_json(tmp_path / f"metrics_{m}.json", {"dataset": "t", "n_pairs": m, "seeds": 1, "results": results})
+    df = sweep.collect(tmp_path)
+    assert df[df.protocol == "paper"].r_mean.tolist() == [102.0, 202.0]
+    fig = sweep.plot_budget(df)
+    assert len(fig.axes) == 2 and "paper" in fig.axes[1].get_title()
+
+
 def test_missing_folder_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="make sweep"):
         sweep.collect(tmp_path)

@@ -1,0 +1,57 @@
+"""tm_evaluate: the MTT-VL / LoRS sets are trained and scored exactly as PDS's distilled set, under both
+protocols, with CLIP's embedding of the nearest real caption as text under the paper's."""
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from pds import data, evaluate, models, tm_evaluate
+
+
+def _ev(rng, n=20):
+    images = pd.DataFrame({"image_id": np.arange(n), "path": [f"{i}.png" for i in range(n)],
+                           "split": ["train"] * 12 + ["val"] * 4 + ["test"] * 4})
+    image_id = np.repeat(np.arange(n), 2)
+    captions = pd.DataFrame({"caption_id": np.arange(2 * n), "image_id": image_id,
+                             "split": images.split.to_numpy()[image_id], "caption": [f"c{k}" for k in range(2 * n)]})
+    feats = rng.normal(size=(2 * n, 6)).astype(np.float32)
+    pixels = torch.from_numpy(rng.integers(0, 256, (n, 3, 32, 32)).astype(np.uint8))
+    return evaluate.EvaluationData(
+        train_images=pixels[:12], train_row=pd.Series(np.arange(12), index=np.arange(12)),
+        val=evaluate.retrieval_set(images, captions, feats, "val", pixels[12:16]),
+        test=evaluate.retrieval_set(images, captions, feats, "test", pixels[16:]),
+        synthetic=None, pds_text=None, pds_real=None, text_features=feats, captions=captions), feats
+
+
+def test_sets_train_under_both_protocols_with_the_right_text(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    ev, student_text = _ev(rng)
+    clip_text = rng.normal(size=(40, 5)).astype(np.float32)
+    sets = {}
+    for m in tm_evaluate.METHODS:
+        folder = tmp_path / m
+        for i in range(3):
+            data.save_png(folder / f"{i:04d}.png", Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)))
+        data.save_table(folder / "synthetic.parquet", pd.DataFrame({"file": [f"{i:04d}.png" for i in range(3)],
+                                                                     "caption": ["c"] * 3, "caption_id": [1, 5, 7]}))
+        data.save_npy(folder / "text.npy", rng.normal(size=(3, 6)).astype(np.float32))
+        sets[m] = tm_evaluate.load_set(folder, 32)
+    assert sets["tm"][0].shape == (3, 3, 32, 32) and sets["tm"][2].tolist() == [1, 5, 7]
+    seen = []
+    real = evaluate.run_evaluation
+
+    def spy(ev_p, *args, **kwargs):
+        seen.append((args[7].protocol, ev_p.pds_text.copy()))  # args[7]: the TrainSettings
+        return real(ev_p, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "run_evaluation", spy)
+    settings = {"field": evaluate.TrainSettings(2, 1, 0.1, 0.01, 4, 1),
+                "paper": evaluate.TrainSettings(2, 1, 0.2, 0.0, 4, 1, protocol="paper")}
+    load = lambda name: models.load_image_encoder(name, "", str(tmp_path))  # noqa: E731
+    runs = tm_evaluate.evaluate_sets(ev, sets, clip_text, student_text, ["convnet"], load, [0, 1], settings)
+    assert set(map(tuple, runs[["protocol", "method"]].drop_duplicates().to_numpy())) == {
+        (p, m) for p in ("field", "paper") for m in ("tm", "lors")}
+    assert (runs["n_train"] == 3).all()
+    np.testing.assert_array_equal(seen[0][1], sets["tm"][1])  # field: the learned text
+    np.testing.assert_array_equal(seen[2][1], clip_text[[1, 5, 7]])  # paper: CLIP of the nearest caption
