@@ -90,14 +90,18 @@ book: install  ## static HTML book of the executed notebooks -> results/book/ind
 # M = 20 pairs, k-means n_init 1; students: one seed, 20 epochs), run from a fresh clone with one command. Everything
 # is written under $(LESSON): raw/toyworld, embeddings, clusters, prototypes, synthetic, text_features, evaluate,
 # notebooks/ (the executed lessons) and book/ (their HTML book); data/ and results/ are never read or written
-# (models/ is read: the committed toy models). About 4-5 minutes on 2 quiet cores after `make install`.
+# (models/ is read: the committed toy models). 4 min 18 s on 2 cores after `make install` (measured, nothing else
+# running). One thread per process (LESSON_THREADS): with two per process the same run took 10.5 min (notebook 04
+# alone 7 min), and with other jobs on the cores the toy decoder ran 6x slower on two threads than on one.
 LESSON ?= build/lesson
 LESSON_M ?= 20
-LESSON_RUN = PDS_PROGRESS=0 $(BIN)/papermill --no-progress-bar -k python3
+LESSON_THREADS ?= 1
+LESSON_ENV = PDS_PROGRESS=0 OMP_NUM_THREADS=$(LESSON_THREADS) PDS_NUM_THREADS=$(LESSON_THREADS)
+LESSON_RUN = $(LESSON_ENV) $(BIN)/papermill --no-progress-bar -k python3
 
-lesson: install  ## the five lessons on a small toy world of their own, ~5 min -> build/lesson/notebooks, build/lesson/book
+lesson: install  ## the five lessons on a small toy world of their own (~4.5 min) -> build/lesson/notebooks, build/lesson/book
 	mkdir -p $(LESSON)/notebooks
-	$(BIN)/python -m pds.toy.world --out $(LESSON)/raw/toyworld --n-train 1000 --n-val 200 --n-test 200 --seed 0
+	$(LESSON_ENV) $(BIN)/python -m pds.toy.world --out $(LESSON)/raw/toyworld --n-train 1000 --n-val 200 --n-test 200 --seed 0
 	$(LESSON_RUN) notebooks/01_embed.ipynb $(LESSON)/notebooks/01_embed.ipynb \
 	  -p dataset_root $(LESSON)/raw/toyworld -p out_dir $(LESSON)/embeddings
 	$(LESSON_RUN) notebooks/02_cluster.ipynb $(LESSON)/notebooks/02_cluster.ipynb \
@@ -109,13 +113,13 @@ lesson: install  ## the five lessons on a small toy world of their own, ~5 min -
 	$(LESSON_RUN) notebooks/04_synthesize.ipynb $(LESSON)/notebooks/04_synthesize.ipynb \
 	  -p prototypes_dir $(LESSON)/prototypes -p embeddings_dir $(LESSON)/embeddings \
 	  -p dataset_root $(LESSON)/raw/toyworld -p out_dir $(LESSON)/synthetic
-	PDS_PROGRESS=0 $(BIN)/python -m pds.text_features --embeddings-dir $(LESSON)/embeddings --out $(LESSON)/text_features
+	$(LESSON_ENV) $(BIN)/python -m pds.text_features --embeddings-dir $(LESSON)/embeddings --out $(LESSON)/text_features
 	$(LESSON_RUN) notebooks/05_evaluate.ipynb $(LESSON)/notebooks/05_evaluate.ipynb \
 	  -p embeddings_dir $(LESSON)/embeddings -p text_features_dir $(LESSON)/text_features \
 	  -p prototypes_dir $(LESSON)/prototypes -p synthetic_dir $(LESSON)/synthetic -p dataset_root $(LESSON)/raw/toyworld \
 	  -p out_dir $(LESSON)/evaluate -p n_pairs $(LESSON_M) -p seeds 1 -p epochs 20 -p full_epochs 1 -p eval_every 5 \
 	  -p paper_epochs 21 -p paper_lr_step 11
-	$(BIN)/python -m pds.book $(LESSON)/notebooks $(LESSON)/book
+	$(LESSON_ENV) $(BIN)/python -m pds.book $(LESSON)/notebooks $(LESSON)/book
 	@echo "lessons: $(LESSON)/notebooks/ (Jupyter) and $(LESSON)/book/index.html (the same as web pages)"
 
 clean-venv:
