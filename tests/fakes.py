@@ -89,3 +89,25 @@ def make_fake_embeddings(out_dir, images: pd.DataFrame | None = None, captions: 
     data.save_table(out / "images.parquet", images)
     data.save_table(out / "captions.parquet", captions)
     return image.astype(np.float32), text.astype(np.float32)
+
+
+def tiny_evaluation_data(rng, n: int = 20, image_size: int = 32, d_text: int = 6):
+    """A 20-image EvaluationData (12 train / 4 val / 4 test, 2 captions each) of random pixels and caption
+    features; synthetic = the first 3 train images with the first 3 caption features. Returns (ev, features)."""
+    import torch
+
+    from pds import evaluate
+
+    images = pd.DataFrame({"image_id": np.arange(n), "path": [f"{i}.png" for i in range(n)],
+                           "split": ["train"] * 12 + ["val"] * 4 + ["test"] * 4})
+    image_id = np.repeat(np.arange(n), 2)
+    captions = pd.DataFrame({"caption_id": np.arange(2 * n), "image_id": image_id,
+                             "split": images.split.to_numpy()[image_id], "caption": [f"c{k}" for k in range(2 * n)]})
+    feats = rng.normal(size=(2 * n, d_text)).astype(np.float32)
+    pixels = torch.from_numpy(rng.integers(0, 256, (n, 3, image_size, image_size)).astype(np.uint8))
+    ev = evaluate.EvaluationData(
+        train_images=pixels[:12], train_row=pd.Series(np.arange(12), index=np.arange(12)),
+        val=evaluate.retrieval_set(images, captions, feats, "val", pixels[12:16]),
+        test=evaluate.retrieval_set(images, captions, feats, "test", pixels[16:]),
+        synthetic=pixels[:3], pds_text=feats[:3], pds_real=np.array([0, 5, 7]), text_features=feats, captions=captions)
+    return ev, feats

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes import tiny_evaluation_data
 from torch import nn
 
 from pds import evaluate, models
@@ -166,18 +167,7 @@ def test_workers_give_the_same_runs_as_one_process(tmp_path):
 
     rng = np.random.default_rng(0)
     n = 20
-    images = pd.DataFrame({"image_id": np.arange(n), "path": [f"{i}.png" for i in range(n)],
-                           "split": ["train"] * 12 + ["val"] * 4 + ["test"] * 4})
-    image_id = np.repeat(np.arange(n), 2)
-    captions = pd.DataFrame({"caption_id": np.arange(2 * n), "image_id": image_id,
-                             "split": images.split.to_numpy()[image_id], "caption": [f"c{k}" for k in range(2 * n)]})
-    feats = rng.normal(size=(2 * n, 6)).astype(np.float32)
-    pixels = torch.from_numpy(rng.integers(0, 256, (n, 3, 32, 32)).astype(np.uint8))
-    ev = evaluate.EvaluationData(
-        train_images=pixels[:12], train_row=pd.Series(np.arange(12), index=np.arange(12)),
-        val=evaluate.retrieval_set(images, captions, feats, "val", pixels[12:16]),
-        test=evaluate.retrieval_set(images, captions, feats, "test", pixels[16:]),
-        synthetic=pixels[:3], pds_text=feats[:3], pds_real=np.array([0, 5, 7]), text_features=feats, captions=captions)
+    ev, _ = tiny_evaluation_data(rng, n)
     load = functools.partial(models.load_image_encoder, pretrained="", folder=str(tmp_path))
     settings = evaluate.TrainSettings(epochs=2, full_epochs=1, lr=0.05, lr_image=0.01, batch_size=4, eval_every=1)
     args = (ev, ["pds", "random", "full", "pds_real"], ["convnet"], load, rng.normal(size=(n, 4)), rng.normal(size=(2 * n, 4)), 3,
@@ -352,19 +342,8 @@ def test_timm_students_follow_the_field_feature_sizes():
 # the paper's protocol: frozen image encoder, CLIP text side, only the head trains
 
 
-def _paper_data(rng, n=20, d_text=6):
-    images = pd.DataFrame({"image_id": np.arange(n), "path": [f"{i}.png" for i in range(n)],
-                           "split": ["train"] * 12 + ["val"] * 4 + ["test"] * 4})
-    image_id = np.repeat(np.arange(n), 2)
-    captions = pd.DataFrame({"caption_id": np.arange(2 * n), "image_id": image_id,
-                             "split": images.split.to_numpy()[image_id], "caption": [f"c{k}" for k in range(2 * n)]})
-    feats = rng.normal(size=(2 * n, d_text)).astype(np.float32)
-    pixels = torch.from_numpy(rng.integers(0, 256, (n, 3, 4, 4)).astype(np.uint8))
-    return evaluate.EvaluationData(
-        train_images=pixels[:12], train_row=pd.Series(np.arange(12), index=np.arange(12)),
-        val=evaluate.retrieval_set(images, captions, feats, "val", pixels[12:16]),
-        test=evaluate.retrieval_set(images, captions, feats, "test", pixels[16:]),
-        synthetic=pixels[:3], pds_text=feats[:3], pds_real=np.array([0, 5, 7]), text_features=feats, captions=captions)
+def _paper_data(rng):
+    return tiny_evaluation_data(rng, image_size=4)[0]
 
 
 def _bn_encoder():

@@ -1,27 +1,19 @@
 """tm_evaluate: the MTT-VL / LoRS sets are trained and scored exactly as PDS's distilled set, under both
 protocols, with CLIP's embedding of the nearest real caption as text under the paper's."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
-import torch
+from fakes import tiny_evaluation_data
 from PIL import Image
 
 from pds import data, evaluate, models, tm_evaluate
 
 
-def _ev(rng, n=20):
-    images = pd.DataFrame({"image_id": np.arange(n), "path": [f"{i}.png" for i in range(n)],
-                           "split": ["train"] * 12 + ["val"] * 4 + ["test"] * 4})
-    image_id = np.repeat(np.arange(n), 2)
-    captions = pd.DataFrame({"caption_id": np.arange(2 * n), "image_id": image_id,
-                             "split": images.split.to_numpy()[image_id], "caption": [f"c{k}" for k in range(2 * n)]})
-    feats = rng.normal(size=(2 * n, 6)).astype(np.float32)
-    pixels = torch.from_numpy(rng.integers(0, 256, (n, 3, 32, 32)).astype(np.uint8))
-    return evaluate.EvaluationData(
-        train_images=pixels[:12], train_row=pd.Series(np.arange(12), index=np.arange(12)),
-        val=evaluate.retrieval_set(images, captions, feats, "val", pixels[12:16]),
-        test=evaluate.retrieval_set(images, captions, feats, "test", pixels[16:]),
-        synthetic=None, pds_text=None, pds_real=None, text_features=feats, captions=captions), feats
+def _ev(rng):
+    ev, feats = tiny_evaluation_data(rng)
+    return replace(ev, synthetic=None, pds_text=None, pds_real=None), feats
 
 
 def test_sets_train_under_both_protocols_with_the_right_text(tmp_path, monkeypatch):
