@@ -18,6 +18,7 @@ import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 import papermill  # noqa: E402
 import pytest  # noqa: E402
+from fakes import make_fake_embeddings  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 from test_pipeline_contract import parameters_cell  # noqa: E402
 
@@ -130,7 +131,8 @@ def test_the_lessons_follow_one_matched_pair_from_03_to_04():
 PREREQUISITES = {
     "01_embed": ({"dataset_root": "{tmp}/no-world"}, "dvc repro toyworld"),
     "02_cluster": ({"embeddings_dir": "{tmp}/no-embeddings"}, "run notebook 01 first"),
-    "03_match": ({"clusters_dir": "{tmp}/no-clusters"}, "run notebook 02 first"),
+    # 03 reads the embeddings before the clusters: fabricated ones, so a fresh clone (no data/) tests the same
+    "03_match": ({"clusters_dir": "{tmp}/no-clusters", "embeddings_dir": "{tmp}/embeddings"}, "run notebook 02 first"),
     "04_synthesize": ({"prototypes_dir": "{tmp}/no-prototypes"}, "run notebook 03 first"),
 }
 
@@ -139,6 +141,8 @@ PREREQUISITES = {
 def test_a_missing_input_names_its_prerequisite_in_one_line(name, tmp_path):
     params, message = PREREQUISITES[name]
     params = {k: v.format(tmp=tmp_path) for k, v in params.items()} | {"out_dir": str(tmp_path / "out")}
+    if "embeddings_dir" in params and name != "02_cluster":
+        make_fake_embeddings(params["embeddings_dir"])
     with pytest.raises(papermill.PapermillExecutionError) as err:
         papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
                                    kernel_name="python3", cwd=str(ROOT), progress_bar=False, parameters=params)
