@@ -119,6 +119,12 @@ class ProjectionHead(nn.Module):
         return self.layer_norm(x + projected)
 
 
+def pixel_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """An encoder's (mean, std) on the uint8 scale, (1, 3, 1, 1) each: (images.float() - mean) / std is its input."""
+    return (torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255,
+            torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+
+
 class Student(nn.Module):
     """Image encoder + text projection head; text comes in as frozen-encoder features (B, d_t).
 
@@ -132,9 +138,9 @@ class Student(nn.Module):
         super().__init__()
         self.image_encoder = image_encoder
         self.text_head = text_head
-        pixels = mean is not None
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255 if pixels else None)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255 if pixels else None)
+        mean, std = pixel_stats(mean, std) if mean is not None else (None, None)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) uint8 or (B, D) -> (B, D)
         x = images.float() if self.mean is None else (images.float() - self.mean) / self.std
@@ -499,8 +505,7 @@ def frozen_embeddings(encoder, pixels: torch.Tensor, batch_size: int = 500) -> t
     uint8 images (n, 3, S, S) to their embeddings (n, D) float32 -- timm's 1000 ImageNet logits on the real
     path, the toy encoders' features on the toy world."""
     model = encoder.model.eval()
-    mean = torch.tensor(encoder.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
-    std = torch.tensor(encoder.std, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    mean, std = pixel_stats(encoder.mean, encoder.std)
     out = [model((pixels[lo:lo + batch_size].float() - mean) / std) for lo in range(0, len(pixels), batch_size)]
     return torch.cat(out).float() if out else torch.zeros((0, encoder.num_features))
 
