@@ -13,6 +13,7 @@ normalisation, pretraining facts and held-out accuracies). Seeded and determinis
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,32 +33,56 @@ LABELS = {"shape": world.SHAPES, "colour": world.COLOURS, "size": world.SIZES, "
           "arrangement": world.ARRANGEMENTS, "position": world.POSITIONS, "background": world.BACKGROUNDS}
 
 
-def draw_classification_set(n: int, image_size: int, seed: int, progress: bool = True):
+def label_values(knobs: "world.Knobs | None" = None) -> dict[str, list]:
+    """The label values per attribute: today's, or the realistic world's vocabulary of shapes and colours."""
+    return LABELS if knobs is None else LABELS | {"shape": knobs.shapes, "colour": knobs.colours}
+
+
+def world_knobs(world_dir) -> "world.Knobs | None":
+    """The knobs a generated world records in its annotation file (None: today's world)."""
+    ann = data.load_json(Path(world_dir) / "dataset_toyworld.json")
+    return world.Knobs(**ann["knobs"]) if ann.get("knobs") else None
+
+
+def draw_classification_set(n: int, image_size: int, seed: int, progress: bool = True,
+                            knobs: "world.Knobs | None" = None):
     """`n` freshly drawn toy scenes: uint8 images (n, 3, S, S) and int64 labels {attribute: (n,)}.
 
-    The stream is keyed by ("pretrain", seed), apart from the toy world's (seed, split, index) streams.
+    Today's world (knobs None): the stream is keyed by ("pretrain", seed), apart from the toy world's
+    (seed, split, index) streams. A realistic world: its scenes (clutter, texture, secondary objects, its
+    vocabulary) drawn as a world of seed `seed`, but with every concept equally common and no mismatched
+    captions -- ImageNet's classes are balanced whatever the captioned data's long tail.
     """
     if n < 1:
         raise ValueError(f"n={n} must be a positive number of images.")
-    rngs = np.random.SeedSequence([int(seed), 0x9E7]).spawn(2)
-    attr_rng, draw_rng = np.random.default_rng(rngs[0]), np.random.default_rng(rngs[1])
+    values = label_values(knobs)
     images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
-    labels = {k: np.empty(n, dtype=np.int64) for k in LABELS}
+    labels = {k: np.empty(n, dtype=np.int64) for k in values}
+    if knobs is None:
+        rngs = np.random.SeedSequence([int(seed), 0x9E7]).spawn(2)
+        attr_rng, draw_rng = np.random.default_rng(rngs[0]), np.random.default_rng(rngs[1])
+    else:
+        knobs = replace(knobs, zipf_exponent=0.0, mismatch_rate=0.0)
     for i in tqdm(range(n), desc="pretraining images", unit="img", disable=not progress, leave=False):
-        attrs = world.sample_attributes(attr_rng)
-        images[i] = np.asarray(world.draw_image(attrs, image_size, draw_rng))
-        for k, values in LABELS.items():
-            labels[k][i] = values.index(attrs[k])
+        if knobs is None:
+            attrs = world.sample_attributes(attr_rng)
+            images[i] = np.asarray(world.draw_image(attrs, image_size, draw_rng))
+        else:
+            scene = world.sample_scene(int(seed), "train", i, knobs)
+            attrs = scene["attributes"]
+            images[i] = np.asarray(world.render_scene(scene, int(seed), "train", i, image_size, knobs))
+        for k, v in values.items():
+            labels[k][i] = v.index(attrs[k])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), {k: torch.from_numpy(v) for k, v in labels.items()}
 
 
 class MultiHead(nn.Module):
     """Encoder + one linear classifier per attribute (the heads are dropped after pretraining)."""
 
-    def __init__(self, encoder: nn.Module, num_features: int):
+    def __init__(self, encoder: nn.Module, num_features: int, values: dict[str, list] = LABELS):
         super().__init__()
         self.encoder = encoder
-        self.heads = nn.ModuleDict({k: nn.Linear(num_features, len(v)) for k, v in LABELS.items()})
+        self.heads = nn.ModuleDict({k: nn.Linear(num_features, len(v)) for k, v in values.items()})
 
     def forward(self, x):
         f = self.encoder(x)
@@ -77,13 +102,13 @@ def attribute_accuracy(model: MultiHead, x: torch.Tensor, labels: dict, batch_si
 
 def pretrain_encoder(name: str, images: torch.Tensor, labels: dict, val_images: torch.Tensor, val_labels: dict,
                      mean, std, epochs: int = 4, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
-                     progress: bool = True) -> tuple[nn.Module, dict]:
-    """Train `name` (pds.students) with AdamW and a cosine schedule on the summed attribute cross-entropies.
-    Returns (encoder, held-out accuracy per attribute)."""
+                     progress: bool = True, values: dict[str, list] = LABELS) -> tuple[nn.Module, dict]:
+    """Train `name` (pds.students) with AdamW and a cosine schedule on the summed attribute cross-entropies
+    (`values`: the label values per attribute). Returns (encoder, held-out accuracy per attribute)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     encoder = build_student(name, image_size=images.shape[-1], **ARCHS[name])
-    model = MultiHead(encoder, encoder.num_features)
+    model = MultiHead(encoder, encoder.num_features, values)
     m = torch.tensor(mean).view(1, 3, 1, 1) * 255
     s = torch.tensor(std).view(1, 3, 1, 1) * 255
     x, xv = (images.float() - m) / s, (val_images.float() - m) / s
@@ -109,13 +134,15 @@ def pretrain_encoder(name: str, images: torch.Tensor, labels: dict, val_images: 
 
 def pretrain_toy_encoders(out_dir, names=STUDENTS, n_images: int = 12000, n_val: int = 2000, image_size: int = 32,
                           epochs: int = 4, batch_size: int = 128, lr: float = 2e-3, seed: int = 1234,
-                          progress: bool = True) -> dict:
+                          progress: bool = True, knobs: "world.Knobs | None" = None) -> dict:
     """Pretrain each toy encoder and save it under `out_dir/<name>/` (weights and config.json, byte-identical
-    across runs with the same arguments and thread count); returns {name: config + training seconds}."""
+    across runs with the same arguments and thread count); returns {name: config + training seconds}.
+    `knobs`: a realistic world's (`draw_classification_set`); None: today's world."""
     unknown = [n for n in names if n not in STUDENTS]
     if unknown:
         raise ValueError(f"unknown toy encoders {unknown}; choose from {', '.join(STUDENTS)}.")
-    images, labels = draw_classification_set(n_images + n_val, image_size, seed, progress)
+    images, labels = draw_classification_set(n_images + n_val, image_size, seed, progress, knobs)
+    values = label_values(knobs)
     tr, va = slice(0, n_images), slice(n_images, n_images + n_val)
     px = images[tr].float() / 255
     mean = [round(float(v), 4) for v in px.mean(dim=(0, 2, 3))]
@@ -125,7 +152,7 @@ def pretrain_toy_encoders(out_dir, names=STUDENTS, n_images: int = 12000, n_val:
         start = time.perf_counter()
         encoder, acc = pretrain_encoder(name, images[tr], {k: v[tr] for k, v in labels.items()}, images[va],
                                         {k: v[va] for k, v in labels.items()}, mean, std, epochs, batch_size, lr,
-                                        seed, progress)
+                                        seed, progress, values)
         config = {"name": name, "arch": ARCHS[name], "image_size": image_size, "mean": mean, "std": std,
                   "num_features": int(encoder.num_features),
                   "pretraining": {"task": "toy-world attribute classification (" + ", ".join(LABELS) + ")",
@@ -133,6 +160,8 @@ def pretrain_toy_encoders(out_dir, names=STUDENTS, n_images: int = 12000, n_val:
                                   "note": "freshly drawn scenes, not the toy world's train/val/test images",
                                   "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": "AdamW",
                                   "val_accuracy": acc}}
+        if knobs is not None:  # today's config.json has no such key
+            config["pretraining"]["world_knobs"] = knobs.non_default()
         d = Path(out_dir) / name
         state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
         data.atomic_write(d / "model.safetensors", lambda tmp, s=state: save_file(s, str(tmp)))
@@ -152,11 +181,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--world", default="", help="a generated world whose knobs the pretraining scenes take "
+                   "(its dataset_toyworld.json); empty or today's world: today's scenes")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (results are deterministic for a given count)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     configs = pretrain_toy_encoders(resolve(a.out), [n for n in a.names.split(",") if n], a.n_images, a.n_val,
-                                    a.image_size, a.epochs, a.batch_size, a.lr, a.seed)
+                                    a.image_size, a.epochs, a.batch_size, a.lr, a.seed,
+                                    knobs=world_knobs(resolve(a.world)) if a.world else None)
     print(json.dumps({n: {"val_accuracy": c["pretraining"]["val_accuracy"], "seconds": c["seconds"]}
                       for n, c in configs.items()}, indent=1))
 

@@ -1,0 +1,231 @@
+"""Calibrate a realistic toy world on the baselines only, before PDS ever runs on it (issue #19).
+
+    python -m pds.calibrate --name c01 --knobs caption_mention_rate=0.5,clutter=1.5,zipf_exponent=1,n_shapes=15
+
+One candidate = one set of `pds.toy.world.Knobs`. For it this generates the world (Flickr30k-shaped, the
+default world's sizes and seed), pretrains the ConvNet student encoder on that world's scenes exactly as
+the `toymodels` stage would (`pds.toy.encoders`, balanced concepts), encodes every caption with the frozen
+MiniLM of the field's protocol, and trains ConvNet students under the field protocol on three training
+sets: 100 and 500 random real pairs, and the full training set, the latter to convergence (evaluated
+every epoch, its epoch chosen on val). Nothing else runs: no CLIP, no prototypes, no PDS.
+
+Targets (Flickr30k's published figures, `../shared/research/field_numbers.md`): random@100 / full in
+0.06-0.14 and random@500 / full in 0.16-0.36, with full >= 40 r_mean so the task stays learnable. The
+decision reads the *val* r_mean at each run's val-selected epoch (the test split is never used to choose);
+test figures are recorded beside it. Each candidate writes `results/calibration/<name>/` (summary.json,
+runs.csv); `python -m pds.calibrate --plot` redraws `results/calibration/calibration.png` from all of them.
+Worlds, encoders and caption features are kept under `build/calibration/<name>/`, so a rerun resumes.
+"""
+
+import argparse
+import functools
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pds import data, evaluate, models, text_features
+from pds.paths import resolve
+from pds.toy import encoders, world
+
+TARGETS = {"random@100": (0.06, 0.14), "random@500": (0.16, 0.36)}
+FULL_MIN = 40.0
+FLICKR = {"random@100": 4.8 / 54.7, "random@500": 13.3 / 54.7}  # field_numbers.md: r_mean of random / full
+
+
+def parse_knobs(text: str) -> world.Knobs:
+    """`name=value,...` -> Knobs (one-line error naming the bad entry)."""
+    names = {f for f in world.Knobs.__dataclass_fields__}
+    kwargs = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key not in names:
+            raise ValueError(f"--knobs entry {item!r}: use name=value with a name among {', '.join(sorted(names))}.")
+        kwargs[key] = int(value) if key in ("n_shapes", "n_colours") else float(value)
+    if kwargs.get("mismatch_rate", 0):
+        raise ValueError("--knobs mismatch_rate: keep it 0 when calibrating (it is swept separately, issue #19).")
+    return world.Knobs(**kwargs)
+
+
+def prepare(work: Path, knobs: world.Knobs, n_train: int, n_val: int, n_test: int, seed: int,
+            encoder_seed: int, threads: int) -> tuple[Path, Path, np.ndarray]:
+    """Generate the world, pretrain the ConvNet and encode the captions, each skipped when already done for
+    these knobs. Returns (world folder, encoder folder, caption features)."""
+    root, enc_dir = work / "raw", work / "encoders"
+    stamp = {"knobs": knobs.non_default(), "n": [n_train, n_val, n_test], "seed": seed, "encoder_seed": encoder_seed}
+    done = work / "prepared.json"
+    if done.is_file() and data.load_json(done) == stamp:
+        return root, enc_dir, data.load_npy(work / "text.npy")
+    done.unlink(missing_ok=True)
+    torch.set_num_threads(threads)
+    t = time.perf_counter()
+    kw = knobs.non_default()
+    if "caption_mention_rate" not in kw:
+        kw["caption_mention_rate"] = "legacy"
+    world.generate_toyworld(root, n_train, n_val, n_test, 32, seed, **kw)
+    print(f"world: {time.perf_counter() - t:.0f} s", flush=True)
+    t = time.perf_counter()
+    encoders.pretrain_toy_encoders(enc_dir, ["convnet"], seed=encoder_seed, progress=False, knobs=knobs)
+    print(f"convnet pretraining: {time.perf_counter() - t:.0f} s", flush=True)
+    t = time.perf_counter()
+    _, captions = data.load_dataset(root)
+    feats = text_features.encode_texts(models.load_text_encoder("minilm"), captions["caption"].astype(str).tolist(),
+                                       progress=False)
+    data.save_npy(work / "text.npy", feats)
+    print(f"caption features: {time.perf_counter() - t:.0f} s "
+          f"({captions['caption'].nunique()} distinct of {len(captions)})", flush=True)
+    data.save_json(done, stamp)
+    return root, enc_dir, feats
+
+
+def train_baselines(root: Path, enc_dir: Path, feats: np.ndarray, seeds, full_epochs: int, workers: int,
+                    settings: evaluate.TrainSettings) -> pd.DataFrame:
+    """ConvNet students (field protocol) on random@100, random@500 (each seed) and full (first seed),
+    spread over `workers` single-threaded processes. Returns the runs table with a `budget` column."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    images, captions = data.load_dataset(root)
+    ev = evaluate.load_evaluation_data(root, images, captions, feats, 32, progress=False)
+    ids = evaluate.train_pairs(captions)["caption_id"].to_numpy(np.int64)
+    tasks = [("full", "convnet", seeds[0], ids)]
+    for budget in (100, 500):
+        tasks += [("random", "convnet", s, evaluate.select_pairs("random", captions, None, None, budget, s))
+                  for s in seeds]
+    load = functools.partial(models.load_image_encoder, pretrained="toy", folder=str(enc_dir))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=evaluate._init_worker, initargs=({"convnet": ev}, load, settings)) as pool:
+        results = list(pool.map(evaluate._worker_run, tasks))
+    runs = []
+    for (method, _, _, ids_), (hist, _) in zip(tasks, results, strict=True):
+        hist.insert(0, "budget", "full" if method == "full" else f"random@{len(ids_)}")
+        runs.append(hist)
+    return pd.concat(runs, ignore_index=True)
+
+
+def figures(runs: pd.DataFrame) -> dict:
+    """Per budget: mean over seeds of the val r_mean at the val-selected epoch (the calibration figure) and of
+    the test r_mean there; for full also the selected epoch and the val curve."""
+    out = {}
+    for budget, g in runs.groupby("budget", sort=False):
+        val = g[g["split"] == "val"]
+        best = val.loc[val.groupby("seed")["r_mean"].idxmax()]  # first maximum: earliest epoch on ties
+        test = g[g["split"] == "test"].set_index(["seed", "epoch"])["r_mean"]
+        out[budget] = {"val_r_mean": round(float(best["r_mean"].mean()), 2),
+                       "test_r_mean": round(float(np.mean([test[(s, e)] for s, e in zip(best["seed"], best["epoch"],
+                                                                                          strict=True)])), 2),
+                       "seeds": int(best["seed"].nunique()), "epoch": [int(e) for e in best["epoch"]]}
+        if budget == "full":
+            out[budget]["val_curve"] = [round(float(v), 2) for v in val.sort_values("epoch")["r_mean"]]
+    return out
+
+
+def verdict(fig: dict, split: str = "val") -> dict:
+    full = fig["full"][f"{split}_r_mean"]
+    ratios = {b: round(fig[b][f"{split}_r_mean"] / full, 4) for b in TARGETS}
+    ok = {b: TARGETS[b][0] <= r <= TARGETS[b][1] for b, r in ratios.items()}
+    ok["full>=40"] = full >= FULL_MIN
+    return {"ratios": ratios, "in_range": ok, "all_in_range": all(ok.values()),
+            "distance_to_flickr": round(float(sum(np.log(ratios[b] / FLICKR[b]) ** 2 for b in TARGETS)), 4)}
+
+
+def calibrate(name: str, knobs: world.Knobs, out_dir="results/calibration", work_dir="build/calibration",
+              seeds=(42, 43, 44), full_epochs: int = 12, workers: int = 2, n_train: int = 10000, n_val: int = 1000,
+              n_test: int = 1000, seed: int = 0, encoder_seed: int = 1234, note: str = "") -> dict:
+    start = time.perf_counter()
+    work = resolve(work_dir) / name
+    root, enc_dir, feats = prepare(work, knobs, n_train, n_val, n_test, seed, encoder_seed, workers)
+    import yaml
+
+    ev = yaml.safe_load(resolve("params.yaml").read_text())["evaluate"]  # the students every stage trains
+    settings = evaluate.TrainSettings(epochs=int(ev["epochs"]), full_epochs=full_epochs, lr=float(ev["lr"]),
+                                      lr_image=float(ev["lr_image"]), batch_size=int(ev["batch_size"]),
+                                      eval_every=int(ev["eval_every"]), full_one_per_image=True, protocol="field",
+                                      full_eval_every=1)
+    t = time.perf_counter()
+    runs = train_baselines(root, enc_dir, feats, list(seeds), full_epochs, workers, settings)
+    fig = figures(runs)
+    enc_cfg = data.load_json(enc_dir / "convnet" / "config.json")
+    summary = {"name": name, "note": note, "knobs": knobs.non_default(), "world": {"n_train": n_train, "n_val": n_val,
+               "n_test": n_test, "seed": seed}, "student": "convnet", "protocol": "field",
+               "settings": {"epochs": settings.epochs, "full_epochs": full_epochs, "full_eval_every": 1,
+                            "full_one_per_image": True, "lr": settings.lr, "lr_image": settings.lr_image},
+               "encoder_pretraining_val_accuracy": enc_cfg["pretraining"]["val_accuracy"],
+               "figures": fig, "val": verdict(fig, "val"), "test": verdict(fig, "test"),
+               "seconds": {"students": round(time.perf_counter() - t), "total": round(time.perf_counter() - start)},
+               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+    out = resolve(out_dir) / name
+    data.atomic_write(out / "runs.csv", lambda tmp: runs.to_csv(tmp, index=False, float_format="%.4f"))
+    data.save_json(out / "summary.json", summary)
+    return summary
+
+
+def collect(out_dir="results/calibration") -> list[dict]:
+    """Every candidate's summary.json, in name order."""
+    return [data.load_json(p) for p in sorted(resolve(out_dir).glob("*/summary.json"))]
+
+
+def plot(out_dir="results/calibration") -> Path:
+    """results/calibration/calibration.png: each candidate's two ratios (val) against the target bands and
+    Flickr30k's values, and its full-data r_mean against the floor of 40."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pds.plots import METHOD_COLOURS
+
+    runs = collect(out_dir)
+    if not runs:
+        raise FileNotFoundError(f"no {out_dir}/*/summary.json yet: run python -m pds.calibrate --name ... first.")
+    names = [r["name"] for r in runs]
+    x = np.arange(len(runs))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), constrained_layout=True)
+    for ax, budget in zip(axes[:2], TARGETS, strict=False):
+        lo, hi = TARGETS[budget]
+        ax.axhspan(lo, hi, color="0.88", label="target range")
+        ax.axhline(FLICKR[budget], color="0.4", ls="--", lw=1, label="Flickr30k")
+        ax.plot(x, [r["val"]["ratios"][budget] for r in runs], "o", color=METHOD_COLOURS["random"], label="val")
+        ax.plot(x, [r["test"]["ratios"][budget] for r in runs], "x", color=METHOD_COLOURS["random"], label="test")
+        ax.set_title(f"{budget} / full (ConvNet, field)", fontsize=11)
+        ax.set_ylim(0, 1)
+    axes[2].axhline(FULL_MIN, color="0.4", ls="--", lw=1, label="floor 40")
+    axes[2].plot(x, [r["figures"]["full"]["val_r_mean"] for r in runs], "o", color=METHOD_COLOURS["full"], label="val")
+    axes[2].plot(x, [r["figures"]["full"]["test_r_mean"] for r in runs], "x", color=METHOD_COLOURS["full"], label="test")
+    axes[2].set_title("full data r_mean", fontsize=11)
+    axes[2].set_ylim(0, 100)
+    for ax in axes:
+        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=9)
+        ax.legend(fontsize=8, loc="upper right")
+    path = resolve(out_dir) / "calibration.png"
+    data.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Calibrate a realistic toy world on the baselines (no PDS).")
+    p.add_argument("--name", help="candidate name: results/calibration/<name>/")
+    p.add_argument("--knobs", default="", help="name=value,... of pds.toy.world.Knobs (mismatch_rate stays 0)")
+    p.add_argument("--note", default="", help="why this candidate (recorded in its summary)")
+    p.add_argument("--seeds", default="42,43,44", help="seeds of the random students (full: the first)")
+    p.add_argument("--full-epochs", type=int, default=12)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--plot", action="store_true", help="only redraw calibration.png from the recorded candidates")
+    a = p.parse_args(argv)
+    if not a.plot:
+        if not a.name:
+            p.error("--name is required (or --plot).")
+        s = calibrate(a.name, parse_knobs(a.knobs), seeds=[int(v) for v in a.seeds.split(",")],
+                      full_epochs=a.full_epochs, workers=a.workers, note=a.note)
+        print(json.dumps({k: s[k] for k in ("figures", "val", "test", "seconds")}, indent=1))
+    print(f"wrote {plot()}")
+
+
+if __name__ == "__main__":
+    main()
