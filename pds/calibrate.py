@@ -54,33 +54,42 @@ def parse_knobs(text: str) -> world.Knobs:
 
 def prepare(work: Path, knobs: world.Knobs, n_train: int, n_val: int, n_test: int, seed: int,
             encoder_seed: int, threads: int) -> tuple[Path, Path, np.ndarray]:
-    """Generate the world, pretrain the ConvNet and encode the captions, each skipped when already done for
-    these knobs. Returns (world folder, encoder folder, caption features)."""
-    root, enc_dir = work / "raw", work / "encoders"
+    """Generate the world, pretrain the ConvNet and encode the captions, each step skipped when a previous run
+    finished it for these knobs. Returns (world folder, encoder folder, caption features)."""
+    # the folder is named like the default world's, so its annotation file has the default world's name
+    root, enc_dir = work / "toyworld", work / "encoders"
     stamp = {"knobs": knobs.non_default(), "n": [n_train, n_val, n_test], "seed": seed, "encoder_seed": encoder_seed}
-    done = work / "prepared.json"
-    if done.is_file() and data.load_json(done) == stamp:
-        return root, enc_dir, data.load_npy(work / "text.npy")
-    done.unlink(missing_ok=True)
+    marks = work / "prepared.json"
+    done = data.load_json(marks) if marks.is_file() else {}
+    if done.get("stamp") != stamp:
+        done = {"stamp": stamp}
     torch.set_num_threads(threads)
-    t = time.perf_counter()
-    kw = knobs.non_default()
-    if "caption_mention_rate" not in kw:
-        kw["caption_mention_rate"] = "legacy"
-    world.generate_toyworld(root, n_train, n_val, n_test, 32, seed, **kw)
-    print(f"world: {time.perf_counter() - t:.0f} s", flush=True)
-    t = time.perf_counter()
-    encoders.pretrain_toy_encoders(enc_dir, ["convnet"], seed=encoder_seed, progress=False, knobs=knobs)
-    print(f"convnet pretraining: {time.perf_counter() - t:.0f} s", flush=True)
-    t = time.perf_counter()
-    _, captions = data.load_dataset(root)
-    feats = text_features.encode_texts(models.load_text_encoder("minilm"), captions["caption"].astype(str).tolist(),
-                                       progress=False)
-    data.save_npy(work / "text.npy", feats)
-    print(f"caption features: {time.perf_counter() - t:.0f} s "
-          f"({captions['caption'].nunique()} distinct of {len(captions)})", flush=True)
-    data.save_json(done, stamp)
-    return root, enc_dir, feats
+    if not done.get("world"):
+        t = time.perf_counter()
+        kw = knobs.non_default()
+        kw.setdefault("caption_mention_rate", "legacy")
+        world.generate_toyworld(root, n_train, n_val, n_test, 32, seed, **kw)
+        done["world"] = round(time.perf_counter() - t)
+        data.save_json(marks, done)
+        print(f"world: {done['world']} s", flush=True)
+    if not done.get("encoder"):
+        t = time.perf_counter()
+        encoders.pretrain_toy_encoders(enc_dir, ["convnet"], seed=encoder_seed, progress=False, knobs=knobs)
+        done["encoder"] = round(time.perf_counter() - t)
+        data.save_json(marks, done)
+        print(f"convnet pretraining: {done['encoder']} s", flush=True)
+    if not done.get("text"):
+        t = time.perf_counter()
+        _, captions = data.load_dataset(root)
+        feats = text_features.encode_texts(models.load_text_encoder("minilm"),
+                                           captions["caption"].astype(str).tolist(), progress=False)
+        data.save_npy(work / "text.npy", feats)
+        done["text"] = round(time.perf_counter() - t)
+        done["distinct_captions"] = int(captions["caption"].nunique())
+        data.save_json(marks, done)
+        print(f"caption features: {done['text']} s ({done['distinct_captions']} distinct of {len(captions)})",
+              flush=True)
+    return root, enc_dir, data.load_npy(work / "text.npy")
 
 
 def train_baselines(root: Path, enc_dir: Path, feats: np.ndarray, seeds, full_epochs: int, workers: int,
@@ -156,6 +165,7 @@ def calibrate(name: str, knobs: world.Knobs, out_dir="results/calibration", work
                "settings": {"epochs": settings.epochs, "full_epochs": full_epochs, "full_eval_every": 1,
                             "full_one_per_image": True, "lr": settings.lr, "lr_image": settings.lr_image},
                "encoder_pretraining_val_accuracy": enc_cfg["pretraining"]["val_accuracy"],
+               "prepared": {k: v for k, v in data.load_json(work / "prepared.json").items() if k != "stamp"},
                "figures": fig, "val": verdict(fig, "val"), "test": verdict(fig, "test"),
                "seconds": {"students": round(time.perf_counter() - t), "total": round(time.perf_counter() - start)},
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
