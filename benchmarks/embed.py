@@ -100,7 +100,7 @@ def child(spec: dict) -> dict:
 # (label, open_clip name, pretrained, images per timed call as a fraction of --embed-images, image batch size;
 # captions: 5x the images, 4x the batch as embed_dataset): the toy CLIP, and a randomly initialised ViT-B-32
 # at 224x224, whose forward costs what a real CLIP's does (no download)
-MODELS = (("toy CLIP (32x32)", "local-dir:models/toy-clip", "none", 1.0, 256),
+MODELS = (("toy CLIP (32x32)", "local-dir:models/toyworld/toy-clip", "none", 1.0, 256),
           ("ViT-B-32, random weights (224x224)", "ViT-B-32", "none", 1 / 16, 64))
 
 
@@ -110,8 +110,8 @@ def run(opts) -> dict:
 
     if not (paths.resolve("data/raw/toyworld") / "dataset_toyworld.json").is_file():
         return {"skipped": "data/raw/toyworld is missing: run `dvc repro toyworld` first."}
-    if not (paths.resolve("models/toy-clip") / "open_clip_config.json").is_file():
-        return {"skipped": "models/toy-clip is missing: run `dvc repro toymodels` first."}
+    if not (paths.resolve("models/toyworld/toy-clip") / "open_clip_config.json").is_file():
+        return {"skipped": "models/toyworld/toy-clip is missing: run `dvc repro toymodels` first."}
     repeats = 2 if quick else opts.repeats
     out = {"models": [], "note": (
         "efficiency = stage throughput / bare forward throughput, per repeat (same process, same threads, same "

@@ -72,7 +72,7 @@ def child(spec: dict) -> dict:
         stand_ins.append(f"caption features (random unit {s['text_dim']}-d)")
 
     def load_encoder(name):
-        return models.load_image_encoder(name, "toy", "models/toy-encoders")
+        return models.load_image_encoder(name, "toy", "models/toyworld/toy-encoders")
 
     encoder = spec["encoder"]
     size = load_encoder(encoder).image_size
@@ -169,9 +169,9 @@ def measure(opts) -> dict:
 
     if not (paths.resolve("data/raw/toyworld") / "dataset_toyworld.json").is_file():
         return {"skipped": "data/raw/toyworld is missing: run `dvc repro toyworld` first."}
-    missing = [e for e in encoders if not (paths.resolve("models/toy-encoders") / e / "model.safetensors").is_file()]
+    missing = [e for e in encoders if not (paths.resolve("models/toyworld/toy-encoders") / e / "model.safetensors").is_file()]
     if missing:
-        return {"skipped": f"toy encoders {missing} missing under models/toy-encoders: run the toymodels stage."}
+        return {"skipped": f"toy encoders {missing} missing under models/toyworld/toy-encoders: run the toymodels stage."}
     rows, children = [], {}
     for enc in encoders:
         r = run_child("evaluate:child", {"encoder": enc, "methods": methods, "repeats": repeats, "settings": settings,

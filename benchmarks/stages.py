@@ -23,10 +23,41 @@ from benchmarks.common import ROOT, log, run_command, stats, thread_env
 
 
 def dvc_stages() -> dict:
-    """Stages of dvc.yaml in file order (a topological order: each stage's deps come from earlier ones)."""
+    """Stages of dvc.yaml in file order (a topological order: each stage's deps come from earlier ones), a
+    `foreach` stage expanded into one `<name>@<key>` stage per entry, as dvc names them."""
     import yaml
 
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    out = {}
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" not in stage:
+            out[name] = stage
+            continue
+        for key, item in _lookup(stage["foreach"].strip("${}")).items():
+            out[f"{name}@{key}"] = _expand(stage["do"], key, item)
+    return out
+
+
+def _lookup(dotted: str):
+    import yaml
+
+    v = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for k in dotted.split("."):
+        v = v[k]
+    return v
+
+
+def _expand(node, key: str, item: dict):
+    """A foreach body with ${key} and ${item.<leaf>} filled in."""
+    import re
+
+    if isinstance(node, str):
+        node = node.replace("${key}", key)
+        return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m[1]]), node)
+    if isinstance(node, list):
+        return [_expand(v, key, item) for v in node]
+    if isinstance(node, dict):
+        return {_expand(k, key, item): _expand(v, key, item) for k, v in node.items()}
+    return node
 
 
 def _paths(entries) -> list[str]:
@@ -64,9 +95,12 @@ def select(opts, stages: dict) -> tuple[list[str], dict]:
             raise SystemExit(f"unknown dvc stages {unknown}; dvc.yaml has {', '.join(names)}.")
         return [n for n in names if n in wanted], {n: "not selected (--stages)" for n in names if n not in wanted}
     run = []
+    dataset = _lookup("base.dataset")
     for name in names:
         outs = [_render(p) for p in _paths(stages[name].get("outs"))]
-        if any(o.startswith("models/") for o in outs):
+        if "@" in name and name.split("@", 1)[1] != dataset:
+            skipped[name] = f"another world than base.dataset ({dataset}); time it with --stages {name}"
+        elif any(o.startswith("models/") for o in outs):
             skipped[name] = ("writes the committed toy models (retraining takes long and is not part of a normal "
                              "repro); time it with --stages " + name)
         else:

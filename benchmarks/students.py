@@ -36,7 +36,7 @@ def child(spec: dict) -> dict:
     feats = rng.standard_normal((len(captions), 384), dtype=np.float32)  # MiniLM's size; values do not change time
 
     def load_encoder(name):
-        return models.load_image_encoder(name, "toy", "models/toy-encoders")
+        return models.load_image_encoder(name, "toy", "models/toyworld/toy-encoders")
 
     size = load_encoder(enc_name).image_size
     ev = evaluate.load_evaluation_data(paths.resolve("data/raw/toyworld"), images, captions, feats, size, progress=False)

@@ -1,9 +1,9 @@
 """Section `synthesize`: images/s of the toy unCLIP decoder batched vs one image per call (the reference
 implementation generates one at a time), and the time per image of the real decoder, extrapolated.
 
-Toy decoder: `models/toy-unclip` through `pds.models.load_unclip` and the stage's own `pds.synthesize.generate`
+Toy decoder: `models/toyworld/toy-unclip` through `pds.models.load_unclip` and the stage's own `pds.synthesize.generate`
 (same prototypes, prompts, steps and guidance in both configurations; the two alternate within each round of
-one child process, after one untimed warm-up image). Without a trained `models/toy-unclip`, a randomly
+one child process, after one untimed warm-up image). Without a trained `models/toyworld/toy-unclip`, a randomly
 initialised pipeline of the same architecture (`pds.toy.unclip.build_components`) is timed instead and the
 result says so: the work per step does not depend on the weights.
 
@@ -150,7 +150,7 @@ def child_real(spec: dict) -> dict:
 
 def run(opts) -> dict:
     quick = opts.quick
-    toy = {"unclip": "models/toy-unclip", "n_images": 8 if quick else opts.synth_images,
+    toy = {"unclip": "models/toyworld/toy-unclip", "n_images": 8 if quick else opts.synth_images,
            "batch": 8 if quick else opts.synth_batch, "steps": 5 if quick else opts.synth_steps,
            "repeats": 1 if quick else opts.repeats, "threads": opts.threads}
     r = run_child("synthesize:child_toy", toy, opts.threads)

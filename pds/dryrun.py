@@ -122,7 +122,6 @@ PARAMS_YAML = None  # use params.yaml's value
 OVERRIDES = [
     ("base.dataset", "dryrun-real", "flickr30k"),
     ("base.n_pairs", 4, 100),
-    ("embed.dataset_root", "<out>/data/raw/flickr30k", "data/raw/flickr30k"),
     ("embed.ann_format", "karpathy", "karpathy"),
     ("embed.ann_file", "dataset_flickr30k.json", "dataset_flickr30k.json"),
     ("embed.clip_model", "ViT-L-14", "ViT-L-14"),
@@ -510,7 +509,7 @@ def run(out, n_pairs: int = 4, image_encoders: str = IMAGE_ENCODERS, methods: st
         t = time.perf_counter()
         for sub in ("data", "results", "logs"):
             shutil.rmtree(out / sub, ignore_errors=True)
-        ann = write_dataset(params["embed"]["dataset_root"], seed=0)
+        ann = write_dataset(out / "data" / "raw" / params["base"]["dataset"], seed=0)  # dvc.yaml: data/raw/<dataset>
         timings["dataset"] = time.perf_counter() - t
         step(1, total, "dataset", t, f"{sum(SPLIT_SIZES.values())} toy images upscaled to 224 px (short side), "
              f"{'/'.join(str(v) for v in SPLIT_SIZES.values())} train/val/test, Karpathy format {ann.name}")

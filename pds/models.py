@@ -13,14 +13,14 @@ from dataclasses import dataclass
 # CLIP <-> decoder pairs whose embedding spaces agree; named in every dimension error.
 UNCLIP_PAIRS = ("ViT-L-14/openai <-> stabilityai/stable-diffusion-2-1-unclip-small (768-d); "
                 "ViT-H-14/laion2b_s32b_b79k <-> stabilityai/stable-diffusion-2-1-unclip (1024-d); "
-                "local-dir:models/toy-clip <-> models/toy-unclip (toy, 64-d)")
+                "local-dir:models/toyworld/toy-clip <-> models/toyworld/toy-unclip (toy, 64-d)")
 
 
 def load_clip(model_name: str, pretrained: str = "", device: str | None = None):
     """An open_clip model by name, as (model, preprocess, tokenizer); model in eval mode on `device`
     (default `pds.paths.device()`).
 
-    `model_name` is `local-dir:<folder>` (the toy CLIP: `local-dir:models/toy-clip`, relative to the repo
+    `model_name` is `local-dir:<folder>` (the toy CLIP: `local-dir:models/toyworld/toy-clip`, relative to the repo
     root), a built-in name with a `pretrained` tag (`ViT-L-14` + `openai`), or `hf-hub:<org/repo>`.
     """
     from pathlib import Path
@@ -35,7 +35,7 @@ def load_clip(model_name: str, pretrained: str = "", device: str | None = None):
         folder = paths.resolve(model_name[len("local-dir:"):])
         if not (folder / "open_clip_config.json").is_file():
             raise FileNotFoundError(f"{folder}/open_clip_config.json not found: train the toy models "
-                                    "(dvc repro toymodels) or fix the clip model name.")
+                                    "(dvc repro toymodels@<world>) or fix the clip model name.")
         model_name, pretrained = f"local-dir:{folder}", ""
     elif not model_name.startswith("hf-hub:"):
         if model_name not in open_clip.list_models():
@@ -56,7 +56,7 @@ def clip_embed_dim(model) -> int:
 
 
 def load_unclip(name_or_path: str, device: str | None = None):
-    """A diffusers `StableUnCLIPImg2ImgPipeline`: a local folder (`models/toy-unclip`, relative to the repo
+    """A diffusers `StableUnCLIPImg2ImgPipeline`: a local folder (`models/toyworld/toy-unclip`, relative to the repo
     root) or a hub id (`stabilityai/stable-diffusion-2-1-unclip-small`, from the local hub cache).
 
     fp16 on GPU, fp32 on CPU; the pipeline's own progress bar is off (callers show their own).
@@ -76,11 +76,11 @@ def load_unclip(name_or_path: str, device: str | None = None):
     if local.exists():
         if not (local / "model_index.json").is_file():
             raise FileNotFoundError(f"{local} has no model_index.json: not a diffusers pipeline folder saved "
-                                    "with save_pretrained (train the toy models with dvc repro toymodels).")
+                                    "with save_pretrained (train the toy models with dvc repro toymodels@<world>).")
         source = str(local)
     elif (Path(name_or_path).is_absolute() or name_or_path.startswith(".") or name_or_path.count("/") != 1
           or paths.resolve(name_or_path.split("/")[0]).is_dir()):  # e.g. models/<missing>: a local path
-        raise FileNotFoundError(f"unCLIP folder {local} not found: run dvc repro toymodels, or give a hub id "
+        raise FileNotFoundError(f"unCLIP folder {local} not found: run dvc repro toymodels@<world>, or give a hub id "
                                 "such as stabilityai/stable-diffusion-2-1-unclip-small.")
     else:
         source = name_or_path  # a hub id; diffusers reads its cache (HF_HUB_OFFLINE=1 keeps it offline)
@@ -125,10 +125,10 @@ def check_unclip_dim(embed_dim: int, pipe) -> None:
 # student encoders (evaluate)
 
 # The field's student image encoders (timm, ImageNet weights) and the toy stand-ins (pds.students,
-# pretrained by pds.toy.encoders under models/toy-encoders/<name>/).
+# pretrained by pds.toy.encoders under models/toyworld/toy-encoders/<name>/).
 TOY_IMAGE_ENCODERS = ("convnet", "resnet", "vit")
 TIMM_IMAGE_ENCODERS = ("nfnet_l0", "nf_resnet50", "nf_regnet_b1", "vit_tiny_patch16_224")
-TOY_ENCODER_DIR = "models/toy-encoders"
+TOY_ENCODER_DIR = "models/toyworld/toy-encoders"  # the default world's (paths.toy_model for another)
 # The field normalises student inputs with CLIP's statistics whatever the backbone (create_dataset in
 # MTT-VL / LoRS / PDS), after a bicubic resize to 224x224.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

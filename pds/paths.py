@@ -17,6 +17,22 @@ def resolve(path: str | os.PathLike) -> Path:
     return p if p.is_absolute() else ROOT / p
 
 
+TOY_KINDS = {"clip": "local-dir:models/{dataset}/toy-clip", "unclip": "models/{dataset}/toy-unclip",
+             "encoders": "models/{dataset}/toy-encoders"}
+
+
+def toy_model(name: str, dataset: str, kind: str) -> str:
+    """`name` itself, unless it is `toy`: then the world `dataset`'s toy model of `kind` (clip, unclip or
+    encoders), which stage toymodels@<dataset> wrote under models/<dataset>/."""
+    if kind not in TOY_KINDS:
+        raise ValueError(f"unknown toy model kind {kind!r}; use one of {', '.join(TOY_KINDS)}.")
+    if name != "toy":
+        return name
+    if not dataset or "/" in dataset:
+        raise ValueError(f"dataset={dataset!r} must be a world's name (base.dataset) to find its toy {kind}.")
+    return TOY_KINDS[kind].format(dataset=dataset)
+
+
 def device() -> str:
     """The torch device from `PDS_DEVICE` (cpu by default); not a param, so switching keeps DVC's cache valid."""
     return os.environ.get("PDS_DEVICE", "cpu")

@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> None:
     common.add_argument("--seed", type=int, default=42)
     ex = sub.add_parser("experts", parents=[common], help="train expert trajectories on the full training set")
     ex.add_argument("--encoder", default="convnet")
-    ex.add_argument("--pretrained", default="toy", help="toy (models/toy-encoders) | none")
+    ex.add_argument("--pretrained", default="toy", help="toy (models/toyworld/toy-encoders) | none")
     ex.add_argument("--encoders-dir", default=models.TOY_ENCODER_DIR)
     ex.add_argument("--n-experts", type=int, default=4)  # references: 20
     ex.add_argument("--epochs", type=int, default=2)  # references: 10, of which max_start_epoch + K = 3 are used

@@ -12,8 +12,8 @@ from unclip_fakes import tiny_unclip
 from pds import models, paths
 from pds.toy import world
 
-TOY_CLIP = "local-dir:models/toy-clip"
-TOY_UNCLIP = "models/toy-unclip"
+TOY_CLIP = "local-dir:models/toyworld/toy-clip"
+TOY_UNCLIP = "models/toyworld/toy-unclip"
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_toy_clip_preprocess_equals_the_training_normalisation(toy_scenes):
     from pds.toy import clip as toy_clip
 
     _, preprocess, _ = models.load_clip(TOY_CLIP, device="cpu")
-    config = json.loads((paths.MODELS / "toy-clip" / "open_clip_config.json").read_text())
+    config = json.loads((paths.MODELS / "toyworld" / "toy-clip" / "open_clip_config.json").read_text())
     images, _ = toy_scenes
     pixels = torch.from_numpy(np.stack([np.asarray(im) for im in images]))
     np.testing.assert_allclose(toy_clip.normalize_images(pixels, config).numpy(),
@@ -125,3 +125,16 @@ def test_load_unclip_errors_name_the_problem(tmp_path):
         models.load_unclip(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="not found"):
         models.load_unclip("models/no-such-decoder")
+
+
+def test_toy_model_names_the_worlds_own_models_and_leaves_real_names_alone():
+    from pds import paths
+
+    assert paths.toy_model("toy", "toyworld", "clip") == "local-dir:models/toyworld/toy-clip"
+    assert paths.toy_model("toy", "toyflickr", "unclip") == "models/toyflickr/toy-unclip"
+    assert paths.toy_model("toy", "toyflickr", "encoders") == "models/toyflickr/toy-encoders"
+    assert paths.toy_model("ViT-L-14", "flickr30k", "clip") == "ViT-L-14"
+    with pytest.raises(ValueError, match="unknown toy model kind 'vae'"):
+        paths.toy_model("toy", "toyworld", "vae")
+    with pytest.raises(ValueError, match="must be a world's name"):
+        paths.toy_model("toy", "data/raw/toyworld", "clip")

@@ -16,7 +16,7 @@ def ran(tmp_path_factory):
     root = tmp / "raw" / "toyworld"
     world.generate_toyworld(root, n_train=12, n_val=2, n_test=2, seed=5)
     images, captions = data.load_dataset(root)
-    clip, preprocess, tokenizer = models.load_clip("local-dir:models/toy-clip", device="cpu")
+    clip, preprocess, tokenizer = models.load_clip("local-dir:models/toyworld/toy-clip", device="cpu")
     emb = embed.embed_dataset(clip, preprocess, tokenizer, images, captions, root)
     embed.save_embeddings(tmp / "embeddings", emb)
     # three "prototypes": the embeddings of three training images, prompted by one of their captions

@@ -17,7 +17,7 @@ from pds.paths import ROOT
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-NOTEBOOK_STAGES = {name: s for name, s in DVC.items() if "papermill" in s["cmd"]}
+NOTEBOOK_STAGES = {name: s for name, s in DVC.items() if "papermill" in s.get("cmd", "")}  # foreach stages: no cmd
 STAGE_ORDER = ["embed", "cluster", "match", "synthesize", "evaluate"]
 
 
@@ -81,7 +81,8 @@ def test_every_passed_parameter_is_declared_with_the_params_yaml_default(stage):
     for name, raw in passed.items():
         assert name in defaults, f"{stage}: -p {name} is not a parameter of {src}"
         m = re.fullmatch(r"\$\{([\w.]+)\}", raw)
-        value = lookup(m.group(1)) if m else yaml.safe_load(raw)
+        # a whole ${param} keeps its type; one inside a path (data/raw/${base.dataset}) is spliced in
+        value = lookup(m.group(1)) if m else yaml.safe_load(re.sub(r"\$\{([\w.]+)\}", lambda g: str(lookup(g[1])), raw))
         assert not isinstance(value, bool | list | dict), f"{stage}: -p {name} passes a {type(value).__name__}"
         assert value == defaults[name] and type(value) is type(defaults[name]), (
             f"{stage}: {src} default {name}={defaults[name]!r} differs from dvc.yaml/params.yaml {value!r}")
@@ -104,5 +105,27 @@ def test_notebook_and_imported_modules_are_deps(stage):
 
 def test_params_leaves_are_scalars():
     for section, values in PARAMS.items():
+        if section == "toyworld":  # one entry per world, each of scalar leaves (dvc.yaml's foreach)
+            for world, knobs in values.items():
+                for key, value in knobs.items():
+                    assert isinstance(value, str | int | float), f"params.yaml toyworld.{world}.{key} must be a scalar"
+            continue
         for key, value in values.items():
             assert isinstance(value, str | int | float), f"params.yaml {section}.{key} must be a scalar"
+
+
+def test_every_world_runs_with_the_generator_defaults_and_the_selected_one_exists():
+    """Each params.yaml world passes every knob the generator has, and base.dataset names one of them
+    (or a real dataset: then it is not a generated world)."""
+    import inspect
+
+    from pds.toy import world
+
+    knobs = [p for p in inspect.signature(world.generate_toyworld).parameters if p != "out_dir"]
+    for name, entry in PARAMS["toyworld"].items():
+        assert set(entry) == set(knobs), f"toyworld.{name}: {set(knobs) ^ set(entry)}"
+    today = PARAMS["toyworld"]["toyworld"]
+    assert world.Knobs(**{k: v for k, v in today.items() if k in world.Knobs.__dataclass_fields__
+                          and k != "caption_mention_rate"}) == world.Knobs()
+    assert today["caption_mention_rate"] == "legacy"
+    assert PARAMS["base"]["dataset"] in PARAMS["toyworld"]

@@ -102,7 +102,7 @@ def test_a_changed_prototype_regenerates_only_its_image(pipe, protos, tmp_path):
 
 
 def test_a_decoder_retrained_in_place_regenerates_every_image(protos, tmp_path):
-    # the toy decoder is retrained in place (models/toy-unclip): the same path must not vouch for old images
+    # the toy decoder is retrained in place (models/toyworld/toy-unclip): the same path must not vouch for old images
     prototypes, captions = protos
     first, second = tiny_unclip(embed_dim=D, image_size=16), tiny_unclip(embed_dim=D, image_size=16)
     assert synthesize.decoder_fingerprint(first) == synthesize.decoder_fingerprint(second)
@@ -162,8 +162,8 @@ def test_toy_decoder_end_to_end(tmp_path):
     from pds.models import load_clip, load_unclip
     from pds.toy import world
 
-    model, preprocess, tokenizer = load_clip("local-dir:models/toy-clip", device="cpu")
-    pipe = load_unclip("models/toy-unclip", device="cpu")
+    model, preprocess, tokenizer = load_clip("local-dir:models/toyworld/toy-clip", device="cpu")
+    pipe = load_unclip("models/toyworld/toy-unclip", device="cpu")
     rng = np.random.default_rng(1)
     attrs = [world.sample_attributes(rng) for _ in range(3)]
     images = [world.draw_image(a, 32, rng) for a in attrs]

@@ -224,3 +224,20 @@ def test_unclip_seed_seeds_the_decoder_only(monkeypatch, tmp_path):
     calls.clear()
     train.main(["--out", str(tmp_path), "--seed", "3"])  # default: the decoder follows --seed
     assert calls["clip"]["seed"] == 3 and calls["unclip"]["seed"] == 3
+
+
+def test_the_judge_and_the_zero_shot_classes_take_the_worlds_vocabulary():
+    assert quality.judged_classes(world.Knobs()) == quality.JUDGED  # today's world: today's judge, exactly
+    assert quality.judged_classes(None) == quality.JUDGED
+    big = world.Knobs(n_shapes=9, n_colours=8)
+    judged = quality.judged_classes(big)
+    assert judged["shape"] == world.ALL_SHAPES[:9] and judged["colour"] == world.ALL_COLOURS[:8]
+    assert list(judged) == list(quality.JUDGED)
+    classes, prompts = quality.class_prompts(big.shapes, big.colours)
+    assert len(classes) == 72
+    for (shape, colour), ps in zip(classes, prompts, strict=True):
+        for p in ps:
+            parsed = world.parse_caption(p)
+            assert parsed["shape"] == shape and parsed["colour"] == colour, p
+    judge = quality.AttributeJudge(judged)
+    assert judge.heads["shape"].out_features == 9 and judge.heads["colour"].out_features == 8

@@ -539,3 +539,26 @@ def test_partial_captions_refuse_noise_without_its_generator():
         make_partial_captions(attrs, np.random.default_rng(0), noise=0.1)
     caps = make_partial_captions(attrs, np.random.default_rng(0), n=7, mention_rate=0.0)
     assert len(caps) == 7 and all({"shape", "colour"} <= parse_caption(c).keys() for c in caps)
+
+
+def test_a_world_in_any_folder_records_its_knobs_for_the_models_trained_on_it(tmp_path):
+    """data/raw/<name>: the annotation file keeps its one name, and world_knobs reads the knobs back (the
+    toymodels stage's encoders and judge take the world's vocabulary from them)."""
+    from pds.toy import encoders, world
+
+    root = tmp_path / "toyflickr"
+    knobs_in = REALISTIC | {"n_shapes": 7, "n_colours": 8}
+    generate_toyworld(root, n_train=4, n_val=2, n_test=2, seed=1, **knobs_in)
+    assert (root / world.ANN_FILE).is_file()
+    images, _ = load_dataset(root, ann_file=world.ANN_FILE)
+    assert len(images) == 8
+    knobs = world.world_knobs(root)
+    assert knobs.shapes == world.ALL_SHAPES[:7] and knobs.colours == world.ALL_COLOURS[:8]
+    assert knobs == world.Knobs(**knobs_in)
+    generate_toyworld(tmp_path / "plain", n_train=2, n_val=1, n_test=1, seed=1)
+    assert world.world_knobs(tmp_path / "plain") == world.Knobs()
+    # the encoders' pretraining scenes: the world's vocabulary, balanced concepts
+    x, y = encoders.draw_classification_set(30, 32, seed=5, progress=False, knobs=knobs)
+    assert x.shape == (30, 3, 32, 32) and set(y) == set(encoders.LABELS)
+    assert int(y["shape"].max()) < 7 and int(y["colour"].max()) < 8 and int(y["shape"].max()) >= 5  # new shapes drawn
+    assert encoders.label_values(knobs)["shape"] == knobs.shapes and encoders.label_values(None) == encoders.LABELS

@@ -4,9 +4,9 @@ the model card's figures), outside the toymodels stage: it reads the committed m
 judge and a linear probe. With --prototypes it also measures how pure the match stage's intersections are in
 each toy attribute (README, "Results").
 
-    python -m pds.toy.diagnose --world data/raw/toyworld --models models --n 200 --prototypes data/prototypes
+    python -m pds.toy.diagnose --world data/raw/toyworld --models models/toyworld --n 200 --prototypes data/prototypes
 
-writes `models/diagnostics.json` (quoted in models/README.md, "Limitations", and the README).
+writes `models/toyworld/diagnostics.json` (quoted in models/README.md, "Limitations", and the README).
 """
 
 import argparse
@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 
 from pds import data
 from pds.paths import resolve
-from pds.toy import quality
+from pds.toy import quality, world
 from pds.toy.world import _SHAPE_SYN, ATTRIBUTES, SHAPES, parse_caption
 
 # every written form of every shape -> 1 if plural; the pattern tries the longest first ("plus signs")
@@ -119,7 +119,7 @@ def prototype_agreement(prototypes_dir, world_root, seed: int = 0) -> dict:
     """attribute_agreement of the match stage's output in `prototypes_dir` on the toy world at `world_root`."""
     root = resolve(world_root)
     members = pd.read_parquet(resolve(prototypes_dir) / "members.parquet")
-    _, captions = data.load_dataset(root, preprocess=False)  # only its ids: caption_id -> image_id
+    _, captions = data.load_dataset(root, ann_file=world.ANN_FILE, preprocess=False)  # only its ids: caption_id -> image_id
     members = members.merge(captions[["caption_id", "image_id"]], on="caption_id", how="left", validate="m:1")
     attributes = quality.image_attributes(root)
     return {"n_prototypes": int(members.prototype.nunique()), "n_pairs": len(members),
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--world", default="data/raw/toyworld")
-    p.add_argument("--models", default="models", help="folder holding toy-clip/ and toy-unclip/")
+    p.add_argument("--models", default="models/toyworld", help="folder holding toy-clip/ and toy-unclip/")
     p.add_argument("--n", type=int, default=200, help="validation images decoded per conditioning")
     p.add_argument("--num-inference-steps", type=int, default=25)
     p.add_argument("--guidance-scale", type=float, default=3.0)

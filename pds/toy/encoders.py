@@ -1,6 +1,6 @@
 """ImageNet-like pretraining of the toy student image encoders (part of stage toymodels).
 
-    python -m pds.toy.encoders --out models/toy-encoders
+    python -m pds.toy.encoders --out models/toyworld/toy-encoders
 
 The field's students start from ImageNet weights. The toy stand-in: a separate classification set drawn
 freshly from the toy world generator (`pds.toy.world`) under its own seed -- never the toy world's
@@ -36,12 +36,6 @@ LABELS = {"shape": world.SHAPES, "colour": world.COLOURS, "size": world.SIZES, "
 def label_values(knobs: "world.Knobs | None" = None) -> dict[str, list]:
     """The label values per attribute: today's, or the realistic world's vocabulary of shapes and colours."""
     return LABELS if knobs is None else LABELS | {"shape": knobs.shapes, "colour": knobs.colours}
-
-
-def world_knobs(world_dir) -> "world.Knobs | None":
-    """The knobs a generated world records in its annotation file (None: today's world)."""
-    ann = data.load_json(Path(world_dir) / "dataset_toyworld.json")
-    return world.Knobs(**ann["knobs"]) if ann.get("knobs") else None
 
 
 def draw_classification_set(n: int, image_size: int, seed: int, progress: bool = True,
@@ -170,9 +164,14 @@ def pretrain_toy_encoders(out_dir, names=STUDENTS, n_images: int = 12000, n_val:
     return configs
 
 
+def _knobs(world_dir: str) -> "world.Knobs | None":
+    knobs = world.world_knobs(resolve(world_dir)) if world_dir else world.Knobs()
+    return None if knobs == world.Knobs() else knobs  # today's world: today's pretraining scenes, byte for byte
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Pretrain the toy student image encoders (ImageNet stand-in).")
-    p.add_argument("--out", default="models/toy-encoders")
+    p.add_argument("--out", default="models/toyworld/toy-encoders")
     p.add_argument("--names", default=",".join(STUDENTS), help="comma-separated subset of " + ",".join(STUDENTS))
     p.add_argument("--n-images", type=int, default=12000)
     p.add_argument("--n-val", type=int, default=2000)
@@ -188,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     configs = pretrain_toy_encoders(resolve(a.out), [n for n in a.names.split(",") if n], a.n_images, a.n_val,
                                     a.image_size, a.epochs, a.batch_size, a.lr, a.seed,
-                                    knobs=world_knobs(resolve(a.world)) if a.world else None)
+                                    knobs=_knobs(a.world))
     print(json.dumps({n: {"val_accuracy": c["pretraining"]["val_accuracy"], "seconds": c["seconds"]}
                       for n, c in configs.items()}, indent=1))
 

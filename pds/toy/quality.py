@@ -1,9 +1,9 @@
 """Measured quality of the toy models (stage toymodels): zero-shot retrieval of the toy CLIP and the
 round-trip fidelity of the toy unCLIP decoder, on the toy world's test split.
 
-    python -m pds.toy.quality --world data/raw/toyworld --models models
+    python -m pds.toy.quality --world data/raw/toyworld --models models/toyworld
 
-writes `models/quality.json` and `models/unclip_roundtrip.png` (the figures quoted in models/README.md).
+writes `<models>/quality.json` and `<models>/unclip_roundtrip.png` (the figures quoted in models/README.md).
 With `--split val` the round trip uses validation images instead: for choosing between retrained decoders
 (`--models` pointing at their folder) without looking at the test split.
 """
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from pds import data
 from pds.paths import resolve
+from pds.toy import world
 from pds.toy.unclip import to_unit_range
 from pds.toy.world import ARRANGEMENTS, BACKGROUNDS, COLOURS, COUNTS, POSITIONS, SHAPES, SIZES
 
@@ -27,6 +28,11 @@ from pds.toy.world import ARRANGEMENTS, BACKGROUNDS, COLOURS, COUNTS, POSITIONS,
 JUDGED = {"shape": SHAPES, "colour": COLOURS, "count": COUNTS, "arrangement": ARRANGEMENTS,
           "position": POSITIONS, "size": SIZES, "background": BACKGROUNDS}
 LAYOUT = ("count", "arrangement", "position")
+
+
+def judged_classes(knobs: "world.Knobs | None" = None) -> dict[str, list]:
+    """JUDGED with the world's own shapes and colours (a realistic world's larger vocabulary)."""
+    return JUDGED if knobs is None else JUDGED | {"shape": knobs.shapes, "colour": knobs.colours}
 
 KS = (1, 5, 10)
 
@@ -58,18 +64,18 @@ def _plural(shape: str) -> str:
     return shape + ("es" if shape.endswith(("s", "x")) else "s")
 
 
-def class_prompts() -> tuple[list[tuple[str, str]], list[list[str]]]:
-    """Zero-shot classes (shape, colour) for every SHAPES x COLOURS pair, each with prompts covering the
+def class_prompts(shapes=SHAPES, colours=COLOURS) -> tuple[list[tuple[str, str]], list[list[str]]]:
+    """Zero-shot classes (shape, colour) for every shapes x colours pair, each with prompts covering the
     toy world's counts ('a red circle', 'two red circles', 'three red circles')."""
-    classes = [(s, c) for s in SHAPES for c in COLOURS]
+    classes = [(s, c) for s in shapes for c in colours]
     prompts = [[f"a {c} {s}", f"two {c} {_plural(s)}", f"three {c} {_plural(s)}"] for s, c in classes]
     return classes, prompts
 
 
 @torch.inference_mode()
-def zero_shot_classifier(model, tokenizer) -> tuple[list[tuple[str, str]], torch.Tensor]:
+def zero_shot_classifier(model, tokenizer, shapes=SHAPES, colours=COLOURS) -> tuple[list[tuple[str, str]], torch.Tensor]:
     """Class names and their normalised mean prompt embeddings (n_classes, d)."""
-    classes, prompts = class_prompts()
+    classes, prompts = class_prompts(shapes, colours)
     weights = []
     for ps in prompts:
         e = F.normalize(model.encode_text(tokenizer(ps)).float(), dim=-1).mean(0)
@@ -96,15 +102,17 @@ class AttributeJudge(torch.nn.Module):
     CLIP (which encodes colour far better than shape). It pools to a 4x4 grid, not to one vector, so that
     position survives."""
 
-    def __init__(self):
+    def __init__(self, judged: dict[str, list] = JUDGED):
         super().__init__()
+        self.judged = judged
+
         def conv(i, o):
             return torch.nn.Sequential(torch.nn.Conv2d(i, o, 3, padding=1), torch.nn.BatchNorm2d(o), torch.nn.ReLU())
 
         self.features = torch.nn.Sequential(conv(3, 32), torch.nn.MaxPool2d(2), conv(32, 64), torch.nn.MaxPool2d(2),
                                             conv(64, 64), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())
         self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(64 * 16, len(classes))
-                                          for name, classes in JUDGED.items()})
+                                          for name, classes in judged.items()})
 
     def forward(self, x) -> dict[str, torch.Tensor]:
         """x: uint8 (B, H, W, 3) images, or float (B, 3, H, W) in [-1, 1] -> {attribute: logits (B, classes)}."""
@@ -117,10 +125,10 @@ class AttributeJudge(torch.nn.Module):
     def predict(self, images: torch.Tensor) -> pd.DataFrame:
         """The attributes of uint8 images (N, H, W, 3): one row per image, one column per JUDGED attribute."""
         self.eval()
-        out = {name: [] for name in JUDGED}
+        out = {name: [] for name in self.judged}
         for i in range(0, len(images), 500):
             for name, logits in self(images[i:i + 500]).items():
-                out[name] += [JUDGED[name][int(k)] for k in logits.argmax(1)]
+                out[name] += [self.judged[name][int(k)] for k in logits.argmax(1)]
         return pd.DataFrame(out)
 
 
@@ -139,17 +147,17 @@ def degrade(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_judge(images: torch.Tensor, labels: pd.DataFrame, steps: int = 1000, batch_size: int = 64,
-                seed: int = 0, progress: bool = True) -> AttributeJudge:
+                seed: int = 0, progress: bool = True, judged: dict[str, list] = JUDGED) -> AttributeJudge:
     """Fit an AttributeJudge on uint8 images (N, H, W, 3) with their attributes (one row per image, the
-    JUDGED columns; split_arrays reads them). Half of each batch is `degrade`d."""
+    JUDGED columns; split_arrays reads them; `judged`: their classes). Half of each batch is `degrade`d."""
     missing = [name for name in JUDGED if name not in labels.columns]
     if missing or len(labels) != len(images):
         raise ValueError(f"labels need one row per image ({len(images)}) and the columns {list(JUDGED)}; "
                          f"got {len(labels)} rows, missing {missing}.")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    judge = AttributeJudge()
-    ys = {name: torch.tensor([classes.index(v) for v in labels[name]]) for name, classes in JUDGED.items()}
+    judge = AttributeJudge(judged)
+    ys = {name: torch.tensor([classes.index(v) for v in labels[name]]) for name, classes in judged.items()}
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3)
     judge.train()
     for _ in tqdm(range(steps), desc="attribute judge", unit="step", disable=not progress):
@@ -183,14 +191,14 @@ def image_attributes(world_root) -> pd.DataFrame:
     """The toy world's generating attributes and split of every image, indexed by image_id (the entry's
     position in the Karpathy file, as pds.data.load_karpathy numbers them)."""
     root = resolve(world_root)
-    ann = data.load_json(root / f"dataset_{root.name}.json")
+    ann = data.load_json(root / world.ANN_FILE)
     return pd.DataFrame([{**im["attributes"], "split": im["split"]} for im in ann["images"]]).rename_axis("image_id")
 
 
 def split_arrays(world_root, split: str):
     """Images of one split as PIL list and uint8 tensor (N, H, W, 3), their first captions, and their
     generating attributes (a DataFrame, one row per image in the same order, the JUDGED columns)."""
-    images, captions = data.load_dataset(world_root)
+    images, captions = data.load_dataset(world_root, ann_file=world.ANN_FILE)
     images = images[images.split == split].reset_index(drop=True)
     first = captions[captions.split == split].groupby("image_id").caption.first()
     prompts = [first[int(i)] for i in images.image_id]
@@ -217,7 +225,7 @@ def _match(pred: pd.DataFrame, truth: pd.DataFrame) -> dict:
 def evaluate_clip(model, preprocess, tokenizer, world_root, split: str = "test") -> dict:
     """Zero-shot retrieval on one split (percent), and the toy CLIP's zero-shot (shape, colour) accuracy
     on its real images."""
-    images, captions = data.load_dataset(world_root)
+    images, captions = data.load_dataset(world_root, ann_file=world.ANN_FILE)
     images = images[images.split == split].reset_index(drop=True)
     captions = captions[captions.split == split].reset_index(drop=True)
     row = {int(i): r for r, i in enumerate(images.image_id)}
@@ -229,7 +237,8 @@ def evaluate_clip(model, preprocess, tokenizer, world_root, split: str = "test")
     text_image = np.array([row[int(i)] for i in captions.image_id])
     out = retrieval_recall(img_emb.numpy(), txt_emb.numpy(), text_image)
     out["r_mean"] = round(float(np.mean(list(out.values()))), 2)
-    classes, weights = zero_shot_classifier(model, tokenizer)
+    knobs = world.world_knobs(world_root)
+    classes, weights = zero_shot_classifier(model, tokenizer, knobs.shapes, knobs.colours)
     truth = image_attributes(world_root).loc[images.image_id, ["shape", "colour"]].reset_index(drop=True)
     out["zero_shot"] = _match(pd.DataFrame(classify(img_emb, classes, weights), columns=["shape", "colour"]), truth)
     return out
@@ -288,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(description="Measure the toy CLIP and toy unCLIP on the toy test split.")
     p.add_argument("--world", default="data/raw/toyworld")
-    p.add_argument("--models", default="models", help="folder holding toy-clip/ and toy-unclip/")
+    p.add_argument("--models", default="models/toyworld", help="folder holding toy-clip/ and toy-unclip/")
     p.add_argument("--n", type=int, default=200, help="images decoded in the round trip")
     p.add_argument("--split", default="test", choices=["test", "val"],
                    help="round-trip images (val: for choosing between decoders, so test stays unseen)")
@@ -302,16 +311,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-unclip", type=int, default=0, help="1: measure the CLIP only")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    world, models = resolve(args.world), resolve(args.models)
+    world_root, models = resolve(args.world), resolve(args.models)
     model, preprocess, tokenizer = load_clip(f"local-dir:{models / 'toy-clip'}", device="cpu")
-    report = {"clip": evaluate_clip(model, preprocess, tokenizer, world)}
+    report = {"clip": evaluate_clip(model, preprocess, tokenizer, world_root)}
     print("toy CLIP:", report["clip"])
     if not args.skip_unclip:
         pipe = load_unclip(str(models / "toy-unclip"), device="cpu")
         check_unclip_dim(clip_embed_dim(model), pipe)
-        _, train_images, _, train_labels = split_arrays(world, "train")
-        judge = train_judge(train_images, train_labels, seed=args.seed)
-        pil, images, prompts, labels = split_arrays(world, args.split)
+        _, train_images, _, train_labels = split_arrays(world_root, "train")
+        judge = train_judge(train_images, train_labels, seed=args.seed,
+                            judged=judged_classes(world.world_knobs(world_root)))
+        pil, images, prompts, labels = split_arrays(world_root, args.split)
         report[f"judge_on_real_{args.split}_images"] = _match(judge.predict(images), labels)
         pil, prompts, labels = pil[:args.n], prompts[:args.n], labels[:args.n]
         figures, decoded, speed = evaluate_roundtrip(model, preprocess, pipe, judge, pil, prompts, labels,

@@ -1,8 +1,8 @@
 """Train the toy models (stage toymodels): the toy CLIP, then the toy unCLIP decoder conditioned on it.
 
-    python -m pds.toy.train --world data/raw/toyworld --out models
+    python -m pds.toy.train --world data/raw/toyworld --out models/toyworld
 
-writes `models/toy-clip/` (open_clip local-dir folder) and `models/toy-unclip/` (diffusers pipeline folder).
+writes `<out>/toy-clip/` (open_clip local-dir folder) and `models/toyworld/toy-unclip/` (diffusers pipeline folder).
 Seeded and deterministic on CPU (for a given --threads); progress bars per phase; timings are printed.
 """
 
@@ -19,12 +19,13 @@ from pds import data
 from pds.paths import resolve
 from pds.toy import clip as toy_clip
 from pds.toy import unclip as toy_unclip
+from pds.toy import world
 
 
 def load_split_arrays(world_root, split: str = "train"):
     """One split of the toy world in memory: uint8 images (N, H, W, 3), the captions (list, n_captions)
     and each caption's image row (n_captions,)."""
-    images, captions = data.load_dataset(world_root)
+    images, captions = data.load_dataset(world_root, ann_file=world.ANN_FILE)
     images = images[images.split == split].reset_index(drop=True)
     if images.empty:
         raise ValueError(f"{world_root} has no {split!r} images; regenerate the toy world.")
@@ -98,7 +99,7 @@ def train_unclip(world_root, clip_dir, out_dir, seed: int = 0, vae_width: int = 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train the toy CLIP and the toy unCLIP decoder on the toy world.")
     p.add_argument("--world", default="data/raw/toyworld", help="toy world folder (Karpathy format)")
-    p.add_argument("--out", default="models", help="writes <out>/toy-clip and <out>/toy-unclip")
+    p.add_argument("--out", default="models/toyworld", help="writes <out>/toy-clip and <out>/toy-unclip")
     p.add_argument("--models", default="clip,unclip", help="comma-separated subset of clip,unclip")
     p.add_argument("--seed", type=int, default=0, help="seeds the CLIP (and the decoder unless --unclip-seed)")
     p.add_argument("--unclip-seed", type=int, default=None,

@@ -105,6 +105,7 @@ _SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
 SECONDARY_EXTENT = 0.17
 CLUTTER_EXTENT = 0.13
 MAX_CLUTTER = 4
+ANN_FILE = "dataset_toyworld.json"  # every generated world's annotation file, whatever its folder's name
 
 # ----------------------------------------------------------------------------------------------------
 # attributes and pixels
@@ -1028,7 +1029,7 @@ def generate_toyworld(out_dir, n_train: int = 10000, n_val: int = 1000, n_test: 
     seed = int(seed)
     out_dir = Path(out_dir)
     images_dir = out_dir / "images"
-    ann_file = out_dir / "dataset_toyworld.json"
+    ann_file = out_dir / ANN_FILE
     ann_file.unlink(missing_ok=True)
     images_dir.mkdir(parents=True, exist_ok=True)
 
@@ -1068,6 +1069,13 @@ def generate_toyworld(out_dir, n_train: int = 10000, n_val: int = 1000, n_test: 
     ann["images"] = entries
     save_json(ann_file, ann, indent=None)  # 32 MB indented
     return ann_file
+
+
+def world_knobs(root) -> Knobs:
+    """The knobs a generated world was made with (its annotation file's `knobs`; today's world: the defaults)."""
+    from pds.data import load_json
+
+    return Knobs(**load_json(Path(root) / ANN_FILE).get("knobs", {}))
 
 
 def _mention_rate(text: str):
