@@ -26,12 +26,6 @@ from pds import plots  # noqa: E402
 from pds.paths import ROOT  # noqa: E402
 
 LESSONS = ["01_embed", "02_cluster", "03_match", "04_synthesize", "05_evaluate"]
-# 05's lesson cells (idea heading, summary, exercises) change the notebook, and so rerun the evaluate stage (76 min
-# on this session's shared cores): they land with the next evaluate rerun (issue #21). Strict: once 05 has them,
-# these xfails fail and must be removed.
-SHAPED = [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="05's lesson cells land with the next "
-                                                   "evaluate rerun (#21)")) if n == "05_evaluate" else n
-          for n in LESSONS]
 BY_HAND = "by-hand"  # the tag of a cell that writes the key computation out by hand
 RUN_TIME = re.compile(r"run time:?[^.]*?\b(seconds?|minutes?|min|s|hours?)\b", re.I)  # "Run time: about 2 minutes."
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
@@ -53,7 +47,7 @@ def markdown_with(nb, title):
 # the shape of a lesson
 
 
-@pytest.mark.parametrize("name", SHAPED)
+@pytest.mark.parametrize("name", LESSONS)
 def test_the_second_cell_is_the_idea(name):
     nb = notebook(name)
     idea = nb.cells[1]
@@ -62,7 +56,7 @@ def test_the_second_cell_is_the_idea(name):
     assert len(idea.source.split()) >= 80, f"{name}: the idea is one real paragraph (what the step does, why, the picture)"
 
 
-@pytest.mark.parametrize("name", SHAPED)
+@pytest.mark.parametrize("name", LESSONS)
 def test_the_summary_says_what_was_produced_what_it_means_and_what_comes_next(name):
     nb = notebook(name)
     found = markdown_with(nb, "## Summary")
@@ -77,7 +71,7 @@ def test_the_summary_says_what_was_produced_what_it_means_and_what_comes_next(na
     assert found[0] > params
 
 
-@pytest.mark.parametrize("name", SHAPED)
+@pytest.mark.parametrize("name", LESSONS)
 def test_exercises_close_the_lesson_each_with_a_parameter_a_run_time_and_what_to_look_for(name):
     nb = notebook(name)
     found = markdown_with(nb, "## Exercises")
@@ -99,8 +93,7 @@ def by_hand_cells(nb):
 def test_every_by_hand_cell_asserts_that_it_agrees_with_pds(name):
     nb = notebook(name)
     cells = by_hand_cells(nb)
-    if name != "05_evaluate":
-        assert cells, f"{name}: the key computation is written out by hand in a cell tagged {BY_HAND!r}"
+    assert cells, f"{name}: the key computation is written out by hand in a cell tagged {BY_HAND!r}"
     for cell in cells:
         tree = ast.parse(cell.source)
         asserts = [n for n in ast.walk(tree) if isinstance(n, ast.Assert)]
