@@ -2,6 +2,7 @@
 construction, epoch selection and the metrics.json shape, loaders and bad inputs."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -291,7 +292,7 @@ def test_metrics_json_has_the_design_shape():
     design = {"method", "image_encoder", "protocol", "selected_on", "IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10",
               "r_mean", "r_mean_std"}
     for entry in metrics["results"]:
-        assert design <= set(entry) and set(entry) - design == {"epochs"}
+        assert design <= set(entry) and set(entry) - design == {"epochs"}  # "seeds" only where full_seeds cut them
     rnd = {e["selected_on"]: e for e in metrics["results"] if e["method"] == "random"}
     assert rnd["val"]["r_mean"] == 3.0 and rnd["val"]["r_mean_std"] == 0.0
     assert rnd["test"]["r_mean"] == 9.5 and rnd["test"]["r_mean_std"] == 0.5
@@ -457,3 +458,27 @@ def test_bad_protocol_and_mismatched_budget_are_refused(tmp_path):
     evaluate.check_budget(50, tmp_path)
     with pytest.raises(ValueError, match="different budgets"):
         evaluate.check_budget(100, tmp_path)
+
+
+def test_full_seeds_trains_the_full_bound_for_the_first_seeds_only(monkeypatch):
+    """evaluate.full_seeds: the costliest student (every pair) for fewer seeds; every other method keeps them all,
+    and metrics.json says how many seeds each entry averages."""
+    calls = []
+
+    def fake_run(ev, load_encoder, settings, method, encoder, seed, ids):
+        calls.append((method, seed))
+        hist = pd.DataFrame([{"protocol": settings.protocol, "method": method, "image_encoder": encoder, "seed": seed,
+                              "n_train": 1, "epochs": 1, "epoch": e, "split": split, "loss": 0.0, "seconds": 0.0,
+                              **{k: float(seed) for k in evaluate.METRICS}} for e in (0, 1) for split in ("val", "test")])
+        return hist, None
+
+    monkeypatch.setattr(evaluate, "run_student", fake_run)
+    monkeypatch.setattr(evaluate, "select_pairs", lambda m, *a: np.arange(3))
+    settings = evaluate.TrainSettings(1, 1, 0.1, 0.0, 2, 1, full_seeds=1)
+    runs, _ = evaluate.run_evaluation(SimpleNamespace(synthetic=None, pds_real=None, pds_text=None, captions=None),
+                                      ["random", "full"], ["convnet"], None, None, None, 3, [42, 43, 44], settings)
+    assert calls == [("random", 42), ("random", 43), ("random", 44), ("full", 42)]
+    seeds = {r["method"]: r.get("seeds") for r in evaluate.summarise(runs, "toy", 3)["results"]}
+    assert seeds == {"random": None, "full": 1}  # an entry says its seeds only when they are fewer than the run's
+    with pytest.raises(ValueError, match="full_seeds=-1"):
+        evaluate.TrainSettings(1, 1, 0.1, 0.0, 2, 1, full_seeds=-1)
