@@ -200,21 +200,62 @@ def plot(out_dir="results/calibration") -> Path:
         lo, hi = TARGETS[budget]
         ax.axhspan(lo, hi, color="0.88", label="target range")
         ax.axhline(FLICKR[budget], color="0.4", ls="--", lw=1, label="Flickr30k")
-        ax.plot(x, [r["val"]["ratios"][budget] for r in runs], "o", color=METHOD_COLOURS["random"], label="val")
-        ax.plot(x, [r["test"]["ratios"][budget] for r in runs], "x", color=METHOD_COLOURS["random"], label="test")
+        ax.plot(x, [r["val"]["ratios"][budget] for r in runs], "o", ms=9, color=METHOD_COLOURS["random"], label="val")
+        ax.plot(x, [r["test"]["ratios"][budget] for r in runs], "x", ms=9, mew=2, color="0.15", label="test")
         ax.set_title(f"{budget} / full (ConvNet, field)", fontsize=11)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 0.6)
     axes[2].axhline(FULL_MIN, color="0.4", ls="--", lw=1, label="floor 40")
-    axes[2].plot(x, [r["figures"]["full"]["val_r_mean"] for r in runs], "o", color=METHOD_COLOURS["full"], label="val")
-    axes[2].plot(x, [r["figures"]["full"]["test_r_mean"] for r in runs], "x", color=METHOD_COLOURS["full"], label="test")
+    axes[2].plot(x, [r["figures"]["full"]["val_r_mean"] for r in runs], "o", ms=9, color=METHOD_COLOURS["full"], label="val")
+    axes[2].plot(x, [r["figures"]["full"]["test_r_mean"] for r in runs], "x", ms=9, mew=2, color="0.15", label="test")
     axes[2].set_title("full data r_mean", fontsize=11)
     axes[2].set_ylim(0, 100)
     for ax in axes:
         ax.set_xticks(x, names, rotation=45, ha="right", fontsize=9)
+        ax.set_xlim(-0.5, len(runs) - 0.5)
         ax.legend(fontsize=8, loc="upper right")
     path = resolve(out_dir) / "calibration.png"
     data.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
+    return path
+
+
+def world_examples(worlds=("toyworld", "toyflickr"), n: int = 6, out_dir="results/calibration",
+                   raw_dir="data/raw") -> Path:
+    """results/calibration/worlds.png: the first `n` training images of each generated world (data/raw/<world>)
+    with their first caption, one figure row per world, so the difference is seen, not only measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pds import plots
+
+    figs = []
+    for name in worlds:
+        root = resolve(raw_dir) / name
+        images, captions = data.load_dataset(root, ann_file=world.ANN_FILE, preprocess=False)
+        first = images[images["split"] == "train"].head(n)
+        caps = captions.groupby("image_id")["caption"].first()
+        fig = plots.montage([data.load_image(root, p) for p in first["path"]],
+                            [caps[int(i)] for i in first["image_id"]], ncols=n, kinds=["real"] * len(first))
+        fig.suptitle(f"{name}: first training images and their first caption", y=1.02)
+        figs.append(fig)
+    path = resolve(out_dir) / "worlds.png"
+    # one PNG: the rows stacked as images
+    import io
+
+    from PIL import Image
+
+    rows = []
+    for fig in figs:
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=110, bbox_inches="tight", format="png")
+        rows.append(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    width = max(r.width for r in rows)
+    sheet = Image.new("RGB", (width, sum(r.height for r in rows)), "white")
+    y = 0
+    for r in rows:
+        sheet.paste(r, (0, y))
+        y += r.height
+    data.save_png(path, sheet)
     return path
 
 
@@ -227,7 +268,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--full-epochs", type=int, default=12)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--plot", action="store_true", help="only redraw calibration.png from the recorded candidates")
+    p.add_argument("--examples", action="store_true", help="only draw worlds.png: images of data/raw/toyworld and toyflickr")
     a = p.parse_args(argv)
+    if a.examples:
+        print(f"wrote {world_examples()}")
+        return
     if not a.plot:
         if not a.name:
             p.error("--name is required (or --plot).")

@@ -65,3 +65,13 @@ def test_plot_draws_every_recorded_candidate(tmp_path):
     assert [r["name"] for r in calibrate.collect(tmp_path)] == ["c01", "c02"]
     png = calibrate.plot(tmp_path)
     assert png.stat().st_size > 10_000 and np.asarray(__import__("PIL.Image").Image.open(png)).shape[2] in (3, 4)
+
+
+def test_world_examples_stack_one_row_per_world(tmp_path):
+    from PIL import Image
+
+    for name, knobs in (("plain", {}), ("busy", {"clutter": 2.0, "caption_mention_rate": 0.5})):
+        world.generate_toyworld(tmp_path / "raw" / name, n_train=3, n_val=1, n_test=1, seed=0, **knobs)
+    png = calibrate.world_examples(("plain", "busy"), n=3, out_dir=tmp_path / "out", raw_dir=tmp_path / "raw")
+    one = calibrate.world_examples(("plain",), n=3, out_dir=tmp_path / "one", raw_dir=tmp_path / "raw")
+    assert Image.open(png).height > 1.8 * Image.open(one).height
