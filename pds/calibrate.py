@@ -188,7 +188,9 @@ def plot(out_dir="results/calibration") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pds.plots import METHOD_COLOURS
+    from pds.plots import METHOD_COLOURS, MISS_COLOUR, SERIES_COLOURS
+
+    band, line, test_colour = MISS_COLOUR, SERIES_COLOURS[1], SERIES_COLOURS[0]  # range, reference, test marks
 
     runs = collect(out_dir)
     if not runs:
@@ -198,15 +200,15 @@ def plot(out_dir="results/calibration") -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), constrained_layout=True)
     for ax, budget in zip(axes[:2], TARGETS, strict=False):
         lo, hi = TARGETS[budget]
-        ax.axhspan(lo, hi, color="0.88", label="target range")
-        ax.axhline(FLICKR[budget], color="0.4", ls="--", lw=1, label="Flickr30k")
+        ax.axhspan(lo, hi, color=band, alpha=0.6, label="target range")
+        ax.axhline(FLICKR[budget], color=line, ls="--", lw=1.5, label="Flickr30k")
         ax.plot(x, [r["val"]["ratios"][budget] for r in runs], "o", ms=9, color=METHOD_COLOURS["random"], label="val")
-        ax.plot(x, [r["test"]["ratios"][budget] for r in runs], "x", ms=9, mew=2, color="0.15", label="test")
+        ax.plot(x, [r["test"]["ratios"][budget] for r in runs], "x", ms=9, mew=2, color=test_colour, label="test")
         ax.set_title(f"{budget} / full (ConvNet, field)", fontsize=11)
         ax.set_ylim(0, 0.6)
-    axes[2].axhline(FULL_MIN, color="0.4", ls="--", lw=1, label="floor 40")
+    axes[2].axhline(FULL_MIN, color=line, ls="--", lw=1.5, label="floor 40")
     axes[2].plot(x, [r["figures"]["full"]["val_r_mean"] for r in runs], "o", ms=9, color=METHOD_COLOURS["full"], label="val")
-    axes[2].plot(x, [r["figures"]["full"]["test_r_mean"] for r in runs], "x", ms=9, mew=2, color="0.15", label="test")
+    axes[2].plot(x, [r["figures"]["full"]["test_r_mean"] for r in runs], "x", ms=9, mew=2, color=test_colour, label="test")
     axes[2].set_title("full data r_mean", fontsize=11)
     axes[2].set_ylim(0, 100)
     for ax in axes:
