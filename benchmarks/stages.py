@@ -71,17 +71,7 @@ def _render(path: str) -> str:
     """Resolve `${section.key}` from params.yaml in a dep path (dvc.yaml templating)."""
     import re
 
-    import yaml
-
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-
-    def value(m):
-        v = params
-        for k in m.group(1).split("."):
-            v = v[k]
-        return str(v)
-
-    return re.sub(r"\$\{([^}]+)\}", value, path)
+    return re.sub(r"\$\{([^}]+)\}", lambda m: str(_lookup(m.group(1))), path)
 
 
 def select(opts, stages: dict) -> tuple[list[str], dict]:

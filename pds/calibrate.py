@@ -92,29 +92,19 @@ def prepare(work: Path, knobs: world.Knobs, n_train: int, n_val: int, n_test: in
     return root, enc_dir, data.load_npy(work / "text.npy")
 
 
-def train_baselines(root: Path, enc_dir: Path, feats: np.ndarray, seeds, full_epochs: int, workers: int,
+def train_baselines(root: Path, enc_dir: Path, feats: np.ndarray, seeds, workers: int,
                     settings: evaluate.TrainSettings) -> pd.DataFrame:
-    """ConvNet students (field protocol) on random@100, random@500 (each seed) and full (first seed),
-    spread over `workers` single-threaded processes. Returns the runs table with a `budget` column."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
+    """ConvNet students (field protocol) on random@100 and random@500 (each seed) and the full data (the seeds
+    `settings.full_seeds` keeps), trained by `evaluate.run_evaluation` over `workers` processes. Returns its
+    runs table with a `budget` column (random@100, random@500, full)."""
     images, captions = data.load_dataset(root)
     ev = evaluate.load_evaluation_data(root, images, captions, feats, 32, progress=False)
-    ids = evaluate.train_pairs(captions)["caption_id"].to_numpy(np.int64)
-    tasks = [("full", "convnet", seeds[0], ids)]
-    for budget in (100, 500):
-        tasks += [("random", "convnet", s, evaluate.select_pairs("random", captions, None, None, budget, s))
-                  for s in seeds]
     load = functools.partial(models.load_image_encoder, pretrained="toy", folder=str(enc_dir))
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=evaluate._init_worker, initargs=({"convnet": ev}, load, settings)) as pool:
-        results = list(pool.map(evaluate._worker_run, tasks))
-    runs = []
-    for (method, _, _, ids_), (hist, _) in zip(tasks, results, strict=True):
-        hist.insert(0, "budget", "full" if method == "full" else f"random@{len(ids_)}")
-        runs.append(hist)
-    return pd.concat(runs, ignore_index=True)
+    runs = pd.concat([evaluate.run_evaluation(ev, methods, ["convnet"], load, None, None, budget, seeds, settings,
+                                              workers, progress=False)[0]
+                      for budget, methods in ((100, ["random", "full"]), (500, ["random"]))], ignore_index=True)
+    runs.insert(0, "budget", np.where(runs["method"] == "full", "full", "random@" + runs["n_train"].astype(str)))
+    return runs
 
 
 def figures(runs: pd.DataFrame) -> dict:
@@ -155,9 +145,9 @@ def calibrate(name: str, knobs: world.Knobs, out_dir="results/calibration", work
     settings = evaluate.TrainSettings(epochs=int(ev["epochs"]), full_epochs=full_epochs, lr=float(ev["lr"]),
                                       lr_image=float(ev["lr_image"]), batch_size=int(ev["batch_size"]),
                                       eval_every=int(ev["eval_every"]), full_one_per_image=True, protocol="field",
-                                      full_eval_every=1)
+                                      full_eval_every=1, full_seeds=1)
     t = time.perf_counter()
-    runs = train_baselines(root, enc_dir, feats, list(seeds), full_epochs, workers, settings)
+    runs = train_baselines(root, enc_dir, feats, list(seeds), workers, settings)
     fig = figures(runs)
     enc_cfg = data.load_json(enc_dir / "convnet" / "config.json")
     summary = {"name": name, "note": note, "knobs": knobs.non_default(), "world": {"n_train": n_train, "n_val": n_val,
@@ -224,40 +214,24 @@ def plot(out_dir="results/calibration") -> Path:
 def world_examples(worlds=("toyworld", "toyflickr"), n: int = 6, out_dir="results/calibration",
                    raw_dir="data/raw") -> Path:
     """results/calibration/worlds.png: the first `n` training images of each generated world (data/raw/<world>)
-    with their first caption, one figure row per world, so the difference is seen, not only measured."""
+    with their first caption, one row per world, so the difference is seen, not only measured."""
     import matplotlib
 
     matplotlib.use("Agg")
     from pds import plots
 
-    figs = []
+    pixels, texts = [], []
     for name in worlds:
         root = resolve(raw_dir) / name
         images, captions = data.load_dataset(root, ann_file=world.ANN_FILE, preprocess=False)
         first = images[images["split"] == "train"].head(n)
         caps = captions.groupby("image_id")["caption"].first()
-        fig = plots.montage([data.load_image(root, p) for p in first["path"]],
-                            [caps[int(i)] for i in first["image_id"]], ncols=n, kinds=["real"] * len(first))
-        fig.suptitle(f"{name}: first training images and their first caption", y=1.02)
-        figs.append(fig)
+        pixels += [data.load_image(root, p) for p in first["path"]]
+        texts += [caps[int(i)] for i in first["image_id"]]
+    fig = plots.montage(pixels, texts, ncols=n, kinds=["real"] * len(pixels))
+    fig.suptitle("first training images and their first caption; rows: " + ", ".join(worlds), y=1.02)
     path = resolve(out_dir) / "worlds.png"
-    # one PNG: the rows stacked as images
-    import io
-
-    from PIL import Image
-
-    rows = []
-    for fig in figs:
-        buf = io.BytesIO()
-        fig.savefig(buf, dpi=110, bbox_inches="tight", format="png")
-        rows.append(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    width = max(r.width for r in rows)
-    sheet = Image.new("RGB", (width, sum(r.height for r in rows)), "white")
-    y = 0
-    for r in rows:
-        sheet.paste(r, (0, y))
-        y += r.height
-    data.save_png(path, sheet)
+    data.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
     return path
 
 

@@ -75,3 +75,27 @@ def test_world_examples_stack_one_row_per_world(tmp_path):
     png = calibrate.world_examples(("plain", "busy"), n=3, out_dir=tmp_path / "out", raw_dir=tmp_path / "raw")
     one = calibrate.world_examples(("plain",), n=3, out_dir=tmp_path / "one", raw_dir=tmp_path / "raw")
     assert Image.open(png).height > 1.8 * Image.open(one).height
+
+
+def test_train_baselines_trains_random_at_both_budgets_for_every_seed_and_full_for_the_first(monkeypatch, tmp_path):
+    """The students come from evaluate.run_evaluation (the evaluate stage's own), labelled by budget."""
+    from pds import evaluate
+
+    world.generate_toyworld(tmp_path / "toyworld", n_train=600, n_val=2, n_test=2, seed=0)
+    calls = []
+
+    def fake_run(ev, load_encoder, settings, method, encoder, seed, ids):
+        calls.append((method, seed, len(ids)))
+        hist = pd.DataFrame([{"protocol": "field", "method": method, "image_encoder": encoder, "seed": seed,
+                              "n_train": 600 if method == "full" else len(ids), "epochs": 1, "epoch": 0,
+                              "split": split, "loss": 0.0, "seconds": 0.0, **dict.fromkeys(evaluate.METRICS, 1.0)}
+                             for split in ("val", "test")])
+        return hist, None
+
+    monkeypatch.setattr(evaluate, "run_student", fake_run)
+    settings = evaluate.TrainSettings(1, 1, 0.1, 0.0, 2, 1, full_seeds=1)
+    runs = calibrate.train_baselines(tmp_path / "toyworld", tmp_path, np.zeros((3000 + 20, 4), np.float32), [42, 43],
+                                     1, settings)
+    assert sorted(calls) == sorted([("random", 42, 100), ("random", 43, 100), ("full", 42, 3000),
+                                    ("random", 42, 500), ("random", 43, 500)])
+    assert runs.groupby("budget")["seed"].nunique().to_dict() == {"full": 1, "random@100": 2, "random@500": 2}

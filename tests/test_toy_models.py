@@ -227,10 +227,9 @@ def test_unclip_seed_seeds_the_decoder_only(monkeypatch, tmp_path):
 
 
 def test_the_judge_and_the_zero_shot_classes_take_the_worlds_vocabulary():
-    assert quality.judged_classes(world.Knobs()) == quality.JUDGED  # today's world: today's judge, exactly
-    assert quality.judged_classes(None) == quality.JUDGED
+    assert world.Knobs().labels(quality.JUDGED) == quality.JUDGED  # today's world: today's judge, exactly
     big = world.Knobs(n_shapes=9, n_colours=8)
-    judged = quality.judged_classes(big)
+    judged = big.labels(quality.JUDGED)
     assert judged["shape"] == world.ALL_SHAPES[:9] and judged["colour"] == world.ALL_COLOURS[:8]
     assert list(judged) == list(quality.JUDGED)
     classes, prompts = quality.class_prompts(big.shapes, big.colours)

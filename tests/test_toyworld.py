@@ -561,4 +561,5 @@ def test_a_world_in_any_folder_records_its_knobs_for_the_models_trained_on_it(tm
     x, y = encoders.draw_classification_set(30, 32, seed=5, progress=False, knobs=knobs)
     assert x.shape == (30, 3, 32, 32) and set(y) == set(encoders.LABELS)
     assert int(y["shape"].max()) < 7 and int(y["colour"].max()) < 8 and int(y["shape"].max()) >= 5  # new shapes drawn
-    assert encoders.label_values(knobs)["shape"] == knobs.shapes and encoders.label_values(None) == encoders.LABELS
+    assert knobs.labels(encoders.LABELS)["shape"] == knobs.shapes and world.Knobs().labels(encoders.LABELS) == encoders.LABELS
+    assert list(knobs.labels(encoders.LABELS)) == list(encoders.LABELS)  # the heads' order, so today's weights stay

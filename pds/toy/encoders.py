@@ -28,37 +28,36 @@ from pds.paths import resolve
 from pds.students import ARCHS, STUDENTS, build_student
 from pds.toy import world
 
+TODAYS = world.Knobs()  # today's world: every knob at its default
+
 # label values per attribute, in the generator's order
 LABELS = {"shape": world.SHAPES, "colour": world.COLOURS, "size": world.SIZES, "count": world.COUNTS,
           "arrangement": world.ARRANGEMENTS, "position": world.POSITIONS, "background": world.BACKGROUNDS}
 
 
-def label_values(knobs: "world.Knobs | None" = None) -> dict[str, list]:
-    """The label values per attribute: today's, or the realistic world's vocabulary of shapes and colours."""
-    return LABELS if knobs is None else LABELS | {"shape": knobs.shapes, "colour": knobs.colours}
-
-
 def draw_classification_set(n: int, image_size: int, seed: int, progress: bool = True,
-                            knobs: "world.Knobs | None" = None):
-    """`n` freshly drawn toy scenes: uint8 images (n, 3, S, S) and int64 labels {attribute: (n,)}.
+                            knobs: world.Knobs = TODAYS):
+    """`n` freshly drawn toy scenes of the world `knobs` describes: uint8 images (n, 3, S, S) and int64 labels
+    {attribute: (n,)}, values as `knobs.labels(LABELS)` orders them.
 
-    Today's world (knobs None): the stream is keyed by ("pretrain", seed), apart from the toy world's
+    Today's world (the default knobs): the stream is keyed by ("pretrain", seed), apart from the toy world's
     (seed, split, index) streams. A realistic world: its scenes (clutter, texture, secondary objects, its
     vocabulary) drawn as a world of seed `seed`, but with every concept equally common and no mismatched
     captions -- ImageNet's classes are balanced whatever the captioned data's long tail.
     """
     if n < 1:
         raise ValueError(f"n={n} must be a positive number of images.")
-    values = label_values(knobs)
+    values = knobs.labels(LABELS)
     images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
     labels = {k: np.empty(n, dtype=np.int64) for k in values}
-    if knobs is None:
+    todays = knobs == TODAYS
+    if todays:
         rngs = np.random.SeedSequence([int(seed), 0x9E7]).spawn(2)
         attr_rng, draw_rng = np.random.default_rng(rngs[0]), np.random.default_rng(rngs[1])
     else:
         knobs = replace(knobs, zipf_exponent=0.0, mismatch_rate=0.0)
     for i in tqdm(range(n), desc="pretraining images", unit="img", disable=not progress, leave=False):
-        if knobs is None:
+        if todays:
             attrs = world.sample_attributes(attr_rng)
             images[i] = np.asarray(world.draw_image(attrs, image_size, draw_rng))
         else:
@@ -128,15 +127,15 @@ def pretrain_encoder(name: str, images: torch.Tensor, labels: dict, val_images: 
 
 def pretrain_toy_encoders(out_dir, names=STUDENTS, n_images: int = 12000, n_val: int = 2000, image_size: int = 32,
                           epochs: int = 4, batch_size: int = 128, lr: float = 2e-3, seed: int = 1234,
-                          progress: bool = True, knobs: "world.Knobs | None" = None) -> dict:
+                          progress: bool = True, knobs: world.Knobs = TODAYS) -> dict:
     """Pretrain each toy encoder and save it under `out_dir/<name>/` (weights and config.json, byte-identical
     across runs with the same arguments and thread count); returns {name: config + training seconds}.
-    `knobs`: a realistic world's (`draw_classification_set`); None: today's world."""
+    `knobs`: the world whose scenes are drawn (`draw_classification_set`); default: today's."""
     unknown = [n for n in names if n not in STUDENTS]
     if unknown:
         raise ValueError(f"unknown toy encoders {unknown}; choose from {', '.join(STUDENTS)}.")
     images, labels = draw_classification_set(n_images + n_val, image_size, seed, progress, knobs)
-    values = label_values(knobs)
+    values = knobs.labels(LABELS)
     tr, va = slice(0, n_images), slice(n_images, n_images + n_val)
     px = images[tr].float() / 255
     mean = [round(float(v), 4) for v in px.mean(dim=(0, 2, 3))]
@@ -154,7 +153,7 @@ def pretrain_toy_encoders(out_dir, names=STUDENTS, n_images: int = 12000, n_val:
                                   "note": "freshly drawn scenes, not the toy world's train/val/test images",
                                   "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": "AdamW",
                                   "val_accuracy": acc}}
-        if knobs is not None:  # today's config.json has no such key
+        if knobs.non_default():  # today's config.json has no such key
             config["pretraining"]["world_knobs"] = knobs.non_default()
         d = Path(out_dir) / name
         state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
@@ -162,11 +161,6 @@ def pretrain_toy_encoders(out_dir, names=STUDENTS, n_images: int = 12000, n_val:
         data.save_json(d / "config.json", config)
         configs[name] = config | {"seconds": round(time.perf_counter() - start, 1)}  # reported, not saved
     return configs
-
-
-def _knobs(world_dir: str) -> "world.Knobs | None":
-    knobs = world.world_knobs(resolve(world_dir)) if world_dir else world.Knobs()
-    return None if knobs == world.Knobs() else knobs  # today's world: today's pretraining scenes, byte for byte
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     configs = pretrain_toy_encoders(resolve(a.out), [n for n in a.names.split(",") if n], a.n_images, a.n_val,
                                     a.image_size, a.epochs, a.batch_size, a.lr, a.seed,
-                                    knobs=_knobs(a.world))
+                                    knobs=world.world_knobs(resolve(a.world)) if a.world else TODAYS)
     print(json.dumps({n: {"val_accuracy": c["pretraining"]["val_accuracy"], "seconds": c["seconds"]}
                       for n, c in configs.items()}, indent=1))
 

@@ -29,11 +29,6 @@ JUDGED = {"shape": SHAPES, "colour": COLOURS, "count": COUNTS, "arrangement": AR
           "position": POSITIONS, "size": SIZES, "background": BACKGROUNDS}
 LAYOUT = ("count", "arrangement", "position")
 
-
-def judged_classes(knobs: "world.Knobs | None" = None) -> dict[str, list]:
-    """JUDGED with the world's own shapes and colours (a realistic world's larger vocabulary)."""
-    return JUDGED if knobs is None else JUDGED | {"shape": knobs.shapes, "colour": knobs.colours}
-
 KS = (1, 5, 10)
 
 
@@ -320,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         check_unclip_dim(clip_embed_dim(model), pipe)
         _, train_images, _, train_labels = split_arrays(world_root, "train")
         judge = train_judge(train_images, train_labels, seed=args.seed,
-                            judged=judged_classes(world.world_knobs(world_root)))
+                            judged=world.world_knobs(world_root).labels(JUDGED))
         pil, images, prompts, labels = split_arrays(world_root, args.split)
         report[f"judge_on_real_{args.split}_images"] = _match(judge.predict(images), labels)
         pil, prompts, labels = pil[:args.n], prompts[:args.n], labels[:args.n]

@@ -2,7 +2,7 @@
 
     python -m pds.toy.train --world data/raw/toyworld --out models/toyworld
 
-writes `<out>/toy-clip/` (open_clip local-dir folder) and `models/toyworld/toy-unclip/` (diffusers pipeline folder).
+writes `<out>/toy-clip/` (open_clip local-dir folder) and `<out>/toy-unclip/` (diffusers pipeline folder).
 Seeded and deterministic on CPU (for a given --threads); progress bars per phase; timings are printed.
 """
 

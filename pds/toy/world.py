@@ -841,6 +841,11 @@ class Knobs:
     def colours(self) -> list[str]:
         return ALL_COLOURS[:self.n_colours]
 
+    def labels(self, values: dict[str, list]) -> dict[str, list]:
+        """`values` (attribute -> its label values, in order) with this world's shapes and colours: the classes
+        a classifier of its scenes predicts (the student encoders' pretraining, the decoder's judge)."""
+        return values | {"shape": self.shapes, "colour": self.colours}
+
     @property
     def todays_captions(self) -> bool:
         return (self.caption_mention_rate is None and self.caption_noise == 0 and self.caption_variation == 0
