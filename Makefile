@@ -8,7 +8,7 @@ export PYTHONHASHSEED := 0
 # dvc runs stage commands (papermill, python) in a shell: they must resolve to the venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install repro test test-all lint format lock sweep ablations world bench lab clean-venv book dryrun-real lesson
+.PHONY: help install repro test test-all lint format lock sweep ablations world mismatch bench lab clean-venv book dryrun-real lesson
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -87,6 +87,51 @@ world: install  ## the pipeline on another world (WORLD=toyflickr) -> results/wo
 	cp results/evaluate/* $$out/; cp results/notebooks/0*.ipynb $$out/notebooks/; \
 	git checkout -- params.yaml dvc.lock results/evaluate results/notebooks; $(BIN)/dvc checkout --quiet; \
 	echo "$(WORLD): $$out (the workspace is back on params.yaml's world)"
+
+# The mismatched-pair sweep (issue #19, pds/mismatch.py): a copy of MISMATCH_WORLD in which a fraction p of the
+# training images carry another training image's captions, for each p in MISMATCH_RATES, through notebooks 01-05
+# with that world's own toy models (trained at p = 0; val and test untouched) at budget MISMATCH_M, the students
+# MISMATCH_ENCODERS, both protocols, every other setting the notebooks' defaults (params.yaml's). The full-data
+# bound is left out (not a budget; 24 epochs on toyflickr). Each rate's metrics.json, runs.csv and filter.json
+# (what the noise filter removes) land in results/mismatch/p<p>/; a rate whose metrics.json exists is skipped
+# (delete it to rerun); work files in build/mismatch/p<p>/. About 10 minutes per rate on 2 cores.
+MISMATCH_WORLD ?= toyflickr
+MISMATCH_RATES ?= 0 0.2 0.4
+MISMATCH_M ?= 100
+MISMATCH_ENCODERS ?= convnet
+MISMATCH_METHODS ?= pds,pds_real,random,herding,kcenter
+MISMATCH ?= build/mismatch
+MISMATCH_OUT ?= results/mismatch
+MISMATCH_RUN = PDS_PROGRESS=0 $(BIN)/papermill --no-progress-bar -k python3
+
+mismatch: install $(foreach p,$(MISMATCH_RATES),$(MISMATCH_OUT)/p$(p)/metrics.json)  ## mismatched-pair sweep on toyflickr (~10 min per rate) -> results/mismatch/
+	$(BIN)/python -m pds.mismatch report $(MISMATCH_OUT) --world $(MISMATCH_WORLD)
+
+$(MISMATCH_OUT)/p%/metrics.json: $(BIN)/.installed
+	$(BIN)/python -m pds.mismatch world --world $(MISMATCH_WORLD) --rate $* --out $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD)
+	$(MISMATCH_RUN) notebooks/01_embed.ipynb $(MISMATCH)/p$*/notebooks/01_embed.ipynb \
+	  -p dataset_root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) -p dataset $(MISMATCH_WORLD) -p out_dir $(MISMATCH)/p$*/embeddings
+	$(MISMATCH_RUN) notebooks/02_cluster.ipynb $(MISMATCH)/p$*/notebooks/02_cluster.ipynb \
+	  -p embeddings_dir $(MISMATCH)/p$*/embeddings -p dataset_root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) \
+	  -p out_dir $(MISMATCH)/p$*/clusters -p n_clusters $(MISMATCH_M)
+	$(MISMATCH_RUN) notebooks/03_match.ipynb $(MISMATCH)/p$*/notebooks/03_match.ipynb \
+	  -p embeddings_dir $(MISMATCH)/p$*/embeddings -p clusters_dir $(MISMATCH)/p$*/clusters \
+	  -p dataset_root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) -p out_dir $(MISMATCH)/p$*/prototypes
+	$(MISMATCH_RUN) notebooks/04_synthesize.ipynb $(MISMATCH)/p$*/notebooks/04_synthesize.ipynb \
+	  -p prototypes_dir $(MISMATCH)/p$*/prototypes -p embeddings_dir $(MISMATCH)/p$*/embeddings \
+	  -p dataset_root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) -p dataset $(MISMATCH_WORLD) -p out_dir $(MISMATCH)/p$*/synthetic
+	PDS_PROGRESS=0 $(BIN)/python -m pds.text_features --embeddings-dir $(MISMATCH)/p$*/embeddings \
+	  --out $(MISMATCH)/p$*/text_features
+	$(MISMATCH_RUN) notebooks/05_evaluate.ipynb $(MISMATCH)/p$*/notebooks/05_evaluate.ipynb \
+	  -p embeddings_dir $(MISMATCH)/p$*/embeddings -p text_features_dir $(MISMATCH)/p$*/text_features \
+	  -p prototypes_dir $(MISMATCH)/p$*/prototypes -p synthetic_dir $(MISMATCH)/p$*/synthetic \
+	  -p dataset_root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) -p encoders_dir models/$(MISMATCH_WORLD)/toy-encoders \
+	  -p out_dir $(MISMATCH)/p$*/evaluate -p dataset $(MISMATCH_WORLD)_p$* -p n_pairs $(MISMATCH_M) \
+	  -p methods $(MISMATCH_METHODS) -p image_encoders $(MISMATCH_ENCODERS)
+	$(BIN)/python -m pds.mismatch diagnose --root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) --run $(MISMATCH)/p$* \
+	  --out $(MISMATCH_OUT)/p$*/filter.json
+	cp $(MISMATCH)/p$*/evaluate/runs.csv $(MISMATCH)/p$*/evaluate/r_mean.png $(MISMATCH_OUT)/p$*/
+	cp $(MISMATCH)/p$*/evaluate/metrics.json $@  # last: a rate with metrics.json is complete
 
 bench: install  ## performance harness (not a test): results/benchmarks.json + results/benchmarks/summary.md
 	$(BIN)/python benchmarks/run.py
