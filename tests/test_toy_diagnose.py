@@ -89,3 +89,36 @@ def test_prototype_agreement_reads_the_match_stage_output(tmp_path):
     truth = data.load_json(root / "dataset_toyworld.json")["images"]
     same_shape = truth[1]["attributes"]["shape"] == truth[2]["attributes"]["shape"]
     assert got["intersections"]["shape"] == round((5 + (2 if same_shape else 1)) / 7, 3)
+
+
+def test_caption_fidelity_reads_the_worlds_caption_noise_and_skips_mismatched_pairs(tmp_path):
+    clean, noisy = tmp_path / "clean", tmp_path / "noisy"
+    world.generate_toyworld(clean, n_train=80, n_val=2, n_test=2, seed=1)
+    world.generate_toyworld(noisy, n_train=80, n_val=2, n_test=2, seed=1, caption_mention_rate=0.5,
+                            caption_noise=0.3, mismatch_rate=0.25)
+    c, n = diagnose.caption_fidelity(clean), diagnose.caption_fidelity(noisy)
+    assert c["captions"] == 400 and set(c["wrong_when_stated"].values()) == {0.0}  # today's captions are true
+    assert c["stated"]["shape"] == c["stated"]["colour"] == 1.0
+    assert n["captions"] == 5 * 60  # the 20 images carrying another's captions are left out
+    assert 0.15 < n["wrong_when_stated"]["shape"] < 0.45 and 0.15 < n["wrong_when_stated"]["colour"] < 0.45
+    assert n["stated"]["position"] < c["stated"]["position"]  # partial captions state less
+
+
+def test_concept_coverage_counts_concepts_and_test_images_held(tmp_path):
+    root = tmp_path / "w"
+    world.generate_toyworld(root, n_train=300, n_val=2, n_test=100, seed=2, zipf_exponent=1.5, n_shapes=6,
+                            n_colours=7)
+    attrs = diagnose.quality.image_attributes(root)
+    train = attrs[attrs.split == "train"]
+    concept = train["shape"] + " " + train["colour"]
+    top = concept.value_counts().index[0]
+    # one intersection, all of the most common concept's images: it holds exactly that concept
+    members = pd.DataFrame({"prototype": 0, "image_id": concept.index[concept == top]})
+    cov = diagnose.concept_coverage(root, 5, members)
+    assert cov["concepts_in_train"] == concept.nunique() and cov["n_pairs"] == 5
+    test = attrs[attrs.split == "test"]
+    assert cov["intersections"] == {"concepts": round(1 / concept.nunique(), 3),
+                                    "test_images": round(float((test["shape"] + " " + test["colour"] == top).mean()), 3)}
+    assert 0 < cov["random"]["concepts"] <= 5 / concept.nunique() + 1e-9
+    everything = diagnose.concept_coverage(root, 300)
+    assert everything["random"]["concepts"] == 1.0 and "intersections" not in everything

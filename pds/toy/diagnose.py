@@ -126,6 +126,62 @@ def prototype_agreement(prototypes_dir, world_root, seed: int = 0) -> dict:
             **attribute_agreement(members, attributes, seed)}
 
 
+def caption_fidelity(world_root) -> dict:
+    """The training captions against their own image (pairs whose image carries another's captions left out):
+    per attribute, the share of captions that state it and, of those, the share that state it wrongly (the
+    world's caption noise as `parse_caption` reads it)."""
+    ann = data.load_json(resolve(world_root) / world.ANN_FILE)
+    stated, wrong, n = dict.fromkeys(ATTRIBUTES, 0), dict.fromkeys(ATTRIBUTES, 0), 0
+    for im in ann["images"]:
+        if im["split"] != "train" or im.get("caption_imgid", im["imgid"]) != im["imgid"]:
+            continue
+        for sentence in im["sentences"]:
+            said, n = parse_caption(sentence["raw"]), n + 1
+            for name in ATTRIBUTES:
+                if name in said:
+                    stated[name] += 1
+                    wrong[name] += str(said[name]) != str(im["attributes"][name])
+    return {"captions": n, "stated": {a: round(stated[a] / max(n, 1), 3) for a in ATTRIBUTES},
+            "wrong_when_stated": {a: round(wrong[a] / stated[a], 3) if stated[a] else None for a in ATTRIBUTES}}
+
+
+def concept_coverage(world_root, n_pairs: int, members: pd.DataFrame | None = None, seeds=(0, 1, 2)) -> dict:
+    """How much of the world M pairs can show: the main object's (shape, colour) concepts in the training split,
+    and, for M random training images (mean over `seeds`) and for the matched intersections (each
+    prototype's most common member concept; `members` with columns prototype, image_id), the share of those
+    concepts they hold and the share of test images whose concept they hold."""
+    attrs = quality.image_attributes(world_root)
+    concept = attrs["shape"].astype(str) + " " + attrs["colour"].astype(str)
+    train, test = concept[attrs.split == "train"], concept[attrs.split == "test"]
+    world_concepts = set(train)
+
+    def covered(held: set) -> dict:
+        return {"concepts": round(len(held & world_concepts) / len(world_concepts), 3),
+                "test_images": round(float(test.isin(held).mean()), 3)}
+
+    runs = [covered(set(train.sample(n_pairs, random_state=s))) for s in seeds]
+    out = {"concepts_in_train": len(world_concepts), "n_pairs": n_pairs,
+           "random": {k: round(float(np.mean([r[k] for r in runs])), 3) for k in runs[0]}}
+    if members is not None:
+        majority = members.assign(c=concept.loc[members.image_id].to_numpy()).groupby("prototype").c.agg(
+            lambda c: c.value_counts().index[0])
+        out["intersections"] = covered(set(majority))
+    return out
+
+
+def world_evidence(world_root, prototypes_dir, seed: int = 0) -> dict:
+    """Why a world is easy or hard for single pairs and what the matched intersections average (README, "Two
+    worlds"): caption fidelity, concept coverage of M random pairs vs the intersections, and the
+    intersections' attribute agreement."""
+    root = resolve(world_root)
+    members = pd.read_parquet(resolve(prototypes_dir) / "members.parquet")
+    _, captions = data.load_dataset(root, ann_file=world.ANN_FILE, preprocess=False)
+    members = members.merge(captions[["caption_id", "image_id"]], on="caption_id", how="left", validate="m:1")
+    n_pairs = len(data.load_npy(resolve(prototypes_dir) / "image.npy"))  # the budget M, empty intersections too
+    return {"captions": caption_fidelity(root), "coverage": concept_coverage(root, n_pairs, members),
+            "prototype_attribute_agreement": prototype_agreement(prototypes_dir, root, seed)}
+
+
 def main(argv: list[str] | None = None) -> None:
     from pds.models import load_clip, load_unclip
 
@@ -139,7 +195,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--prototypes", default=None, help="match-stage folder (data/prototypes) to measure too")
     p.add_argument("--out", default=None, help="json file (default: <models>/diagnostics.json)")
+    p.add_argument("--evidence-only", action="store_true",
+                   help="only the world's evidence (captions, coverage, intersections; needs --prototypes and --out): "
+                        "no CLIP probe, no decoding")
     args = p.parse_args(argv)
+    if args.evidence_only:
+        if not (args.prototypes and args.out):
+            p.error("--evidence-only needs --prototypes (the match stage's folder) and --out (a json file).")
+        report = world_evidence(args.world, args.prototypes, args.seed)
+        data.save_json(resolve(args.out), report)
+        print(report)
+        return
     torch.set_num_threads(args.threads)
     world, models = resolve(args.world), resolve(args.models)
     model, preprocess, _ = load_clip(f"local-dir:{models / 'toy-clip'}", device="cpu")
