@@ -68,6 +68,28 @@ def plot_budget(df: pd.DataFrame):
     return fig
 
 
+def markdown(df: pd.DataFrame) -> str:
+    """summary.md: one table per protocol, a row per method, a column per image encoder x budget, "r ± std"
+    (test, val-selected); the full-data bound, not a budget, under the smallest budget its file holds."""
+    out = []
+    for protocol, g in df.groupby("protocol", sort=False):
+        cell = g.r_mean.map("{:.1f}".format) + " ± " + g.r_mean_std.map("{:.1f}".format)
+        t = g.assign(cell=cell, column=g.image_encoder + " M=" + g.n_pairs.astype(str)).pivot_table(
+            index="method", columns="column", values="cell", aggfunc="first")
+        t = t.reindex(index=[m for m in plots_order(g.method)],
+                      columns=[f"{e} M={m}" for e in sorted(g.image_encoder.unique()) for m in sorted(g.n_pairs.unique())
+                               if f"{e} M={m}" in t.columns])
+        out += [f"**{protocol} protocol** (r_mean, test, val-selected, mean ± std over seeds)", "",
+                t.fillna("—").to_markdown(), ""]
+    return "\n".join(out)
+
+
+def plots_order(methods) -> list[str]:
+    from pds import plots
+
+    return plots.method_order(methods)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folder", nargs="?", default="results/sweep")
@@ -77,6 +99,8 @@ def main(argv=None) -> None:
     df = collect(folder)
     data.save_table(folder / "sweep.parquet", df)
     plot_budget(df).savefig(folder / "r_mean_vs_budget.png", dpi=120)
+    text = markdown(df)
+    data.atomic_write(folder / "summary.md", lambda path: path.write_text(text))
     print(df.pivot_table(index=["protocol", "image_encoder", "method"], columns="n_pairs", values="r_mean").round(2))
 
 

@@ -37,3 +37,15 @@ def test_protocols_are_kept_apart(tmp_path):
 def test_missing_folder_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="make sweep"):
         sweep.collect(tmp_path)
+
+
+def test_summary_tables_put_methods_in_palette_order_and_budgets_in_columns(tmp_path):
+    for m, v in [(500, 30.0), (100, 10.0)]:
+        fake_metrics(tmp_path, m, v)
+    text = sweep.markdown(sweep.collect(tmp_path))
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    assert [c.strip() for c in lines[0].split("|")[2:-1]] == ["convnet M=100", "convnet M=500", "vit M=100", "vit M=500"]
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["pds", "random", "full"]
+    assert "10.0 ± 0.5" in lines[2] and "31.0 ± 0.5" in lines[3]
+    sweep.main([str(tmp_path)])
+    assert (tmp_path / "summary.md").read_text() == text
