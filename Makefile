@@ -5,6 +5,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
+# Byte-identical artefacts across x86 CPUs: PyTorch (ATen, oneDNN) and the OpenBLAS that numpy and scipy ship pick
+# kernels by instruction set, and an AVX-512 machine sums in another order than an AVX2 one: its embeddings,
+# prototypes and everything after them differed from dvc.lock (written on an AVX2 machine) in the last bits, so DVC
+# reran every stage. Pinned to AVX2 (which every x86 CPU of the last decade has), an AVX-512 AMD EPYC reproduced
+# every DVC output in dvc.lock byte for byte (README, "Reproducibility"). The libraries read these when they load,
+# so they must be in the environment before Python starts: override them on the command line
+# (ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=ALL OPENBLAS_CORETYPE=) for the machine's widest kernels.
+ifeq ($(shell uname -m),x86_64)
+export ATEN_CPU_CAPABILITY ?= avx2
+export ONEDNN_MAX_CPU_ISA ?= AVX2
+export OPENBLAS_CORETYPE ?= Haswell
+endif
 # dvc runs stage commands (papermill, python) in a shell: they must resolve to the venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -117,6 +129,7 @@ mismatch: install $(foreach p,$(MISMATCH_RATES),$(MISMATCH_OUT)/p$(p)/metrics.js
 	$(BIN)/python -m pds.mismatch report $(MISMATCH_OUT) --world $(MISMATCH_WORLD)
 
 $(MISMATCH_OUT)/p%/metrics.json: $(BIN)/.installed
+	mkdir -p $(MISMATCH)/p$*/notebooks
 	$(BIN)/python -m pds.mismatch world --world $(MISMATCH_WORLD) --rate $* --out $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD)
 	$(MISMATCH_RUN) notebooks/01_embed.ipynb $(MISMATCH)/p$*/notebooks/01_embed.ipynb \
 	  -p dataset_root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) -p dataset $(MISMATCH_WORLD) -p out_dir $(MISMATCH)/p$*/embeddings

@@ -137,6 +137,9 @@ def test_make_mismatch_keeps_to_its_folders_uses_the_worlds_models_and_valid_par
     assert all(w[w.index("--world") + 1] == "toyflickr" for w in worlds)
     calls = [papermill_call(w) for w in commands if any(x.endswith("papermill") for x in w)]
     assert len(calls) == 10
+    for rate in ("0", "0.2"):  # papermill writes into an existing folder only
+        made = [w for w in commands if w[:2] == ["mkdir", "-p"]]
+        assert any(f"{tmp_path}/build/p{rate}/notebooks" in w for w in made)
     for src, out, params, env in calls:
         assert env.get("PDS_PROGRESS") == "0" and out.startswith(f"{tmp_path}/build/p")
         defaults = parameters_cell(ROOT / src)
@@ -151,6 +154,8 @@ def test_make_mismatch_keeps_to_its_folders_uses_the_worlds_models_and_valid_par
     for words in commands:  # nothing of the pipeline's data/ or results/
         for w in words:
             assert not w.startswith(("data/", "results/")), f"make mismatch touches {w}"
+    assert commands.index(next(w for w in commands if w[:2] == ["mkdir", "-p"])) < commands.index(
+        next(w for w in commands if any(x.endswith("papermill") for x in w)))
     assert commands[-1][-4:] == ["report", f"{tmp_path}/results", "--world", "toyflickr"]
     # the params of the notebooks left at their defaults are params.yaml's (what `dvc repro` would pass)
     p = yaml.safe_load((ROOT / "params.yaml").read_text())

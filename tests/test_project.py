@@ -1,11 +1,13 @@
 """Packaging: pyproject.toml, environment.yml and requirements.lock describe the same environment, and
 `make install` checks the disk before it builds one."""
 
+import platform
 import re
 import shutil
 import subprocess
 import tomllib
 
+import pytest
 import yaml
 
 from pds.paths import ROOT
@@ -52,3 +54,19 @@ def test_install_refuses_a_full_disk_before_creating_the_venv(tmp_path):
     assert res.returncode != 0
     assert "a new .venv needs about 1000000 GB free here" in res.stderr and "free disk space" in res.stderr
     assert not (tmp_path / ".venv").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None or platform.machine() != "x86_64", reason="needs make on x86_64")
+def test_make_pins_the_cpu_kernels_to_avx2_for_every_recipe_and_lets_a_user_override():
+    """The pin that made an AVX-512 machine reproduce dvc.lock byte for byte (README, "Reproducibility") reaches the
+    commands make runs; a value given on the command line wins."""
+    probe = "printenv ATEN_CPU_CAPABILITY ONEDNN_MAX_CPU_ISA OPENBLAS_CORETYPE"
+
+    def env(*extra):
+        run = subprocess.run(["make", "--no-print-directory", "-s", "-f", "Makefile", "-f", "-", "probe", *extra],
+                             input=f"probe:\n\t{probe}\n", cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.split()
+
+    assert env() == ["avx2", "AVX2", "Haswell"]
+    assert env("ATEN_CPU_CAPABILITY=default")[0] == "default"
