@@ -151,12 +151,18 @@ def plot(df: pd.DataFrame, diags: pd.DataFrame):
 
 def summary(df: pd.DataFrame, diags: pd.DataFrame, world_name: str) -> str:
     """summary.md: r_mean per rate and method, the PDS - coreset gaps, and the filter's diagnostics."""
+    from pds import plots
+
     lines = [f"# Mismatched-pair sweep on {world_name} (written by `python -m pds.mismatch report`)", ""]
     table = df.assign(r=df.r_mean.map("{:.2f}".format) + " ± " + df.r_mean_std.map("{:.2f}".format))
     table = table.pivot_table(index=["protocol", "image_encoder", "method"], columns="mismatch_rate", values="r",
                               aggfunc="first")
+    table = table.rename(columns=lambda rate: f"p = {rate:g}").reset_index()
+    order = plots.method_order(table.method)
+    table = table.sort_values(["protocol", "image_encoder", "method"], key=lambda c: c.map(order.index)
+                              if c.name == "method" else c)
     lines += ["r_mean (test, val-selected, mean ± std over seeds) by mismatch rate p:", "",
-              table.to_markdown(), "", "PDS minus each coreset:", "", gaps(df).to_markdown(index=False), ""]
+              table.to_markdown(index=False), "", "PDS minus each coreset:", "", gaps(df).to_markdown(index=False), ""]
     if not diags.empty:
         lines += ["The noise filter (drops the 20 % of pairs with the lowest image-caption cosine) and the matched "
                   "intersections, against the known mismatched pairs:", "",
