@@ -166,7 +166,7 @@ def summary(df: pd.DataFrame, diags: pd.DataFrame, world_name: str) -> str:
     if not diags.empty:
         lines += ["The noise filter (drops the 20 % of pairs with the lowest image-caption cosine) and the matched "
                   "intersections, against the known mismatched pairs:", "",
-                  diags.to_markdown(index=False), ""]
+                  diags.astype(object).where(diags.notna(), "—").to_markdown(index=False), ""]
     return "\n".join(lines)
 
 
