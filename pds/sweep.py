@@ -24,7 +24,8 @@ def collect(folder) -> pd.DataFrame:
         for r in m["results"]:
             if r.get("selected_on", "val") == "val":
                 rows.append({"protocol": r.get("protocol", "field"), "n_pairs": m["n_pairs"], "method": r["method"],
-                             "image_encoder": r["image_encoder"], "r_mean": r["r_mean"], "r_mean_std": r["r_mean_std"]})
+                             "image_encoder": r["image_encoder"], "r_mean": r["r_mean"], "r_mean_std": r["r_mean_std"],
+                             "seeds": r.get("seeds", m.get("seeds"))})
     return pd.DataFrame(rows).sort_values(["protocol", "method", "image_encoder", "n_pairs"], ignore_index=True)
 
 
@@ -70,10 +71,12 @@ def plot_budget(df: pd.DataFrame):
 
 def markdown(df: pd.DataFrame) -> str:
     """summary.md: one table per protocol, a row per method, a column per image encoder x budget, "r ± std"
-    (test, val-selected); the full-data bound, not a budget, under the smallest budget its file holds."""
+    (test, val-selected; "r (1 seed)" for a single student); the full-data bound under the budgets whose runs
+    trained it."""
     out = []
     for protocol, g in df.groupby("protocol", sort=False):
         cell = g.r_mean.map("{:.1f}".format) + " ± " + g.r_mean_std.map("{:.1f}".format)
+        cell = cell.where(g.seeds != 1, g.r_mean.map("{:.1f} (1 seed)".format))  # no spread to show
         t = g.assign(cell=cell, column=g.image_encoder + " M=" + g.n_pairs.astype(str)).pivot_table(
             index="method", columns="column", values="cell", aggfunc="first")
         t = t.reindex(index=[m for m in plots_order(g.method)],

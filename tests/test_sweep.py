@@ -49,3 +49,13 @@ def test_summary_tables_put_methods_in_palette_order_and_budgets_in_columns(tmp_
     assert "10.0 ± 0.5" in lines[2] and "31.0 ± 0.5" in lines[3]
     sweep.main([str(tmp_path)])
     assert (tmp_path / "summary.md").read_text() == text
+
+
+def test_summary_marks_a_single_seed_instead_of_a_zero_spread(tmp_path):
+    results = [{"method": "pds", "image_encoder": "convnet", "protocol": "field", "selected_on": "val", "r_mean": 7.0,
+                "r_mean_std": 0.4},
+               {"method": "full", "image_encoder": "convnet", "protocol": "field", "selected_on": "val", "r_mean": 50.0,
+                "r_mean_std": 0.0, "seeds": 1}]
+    data.save_json(tmp_path / "metrics_100.json", {"dataset": "t", "n_pairs": 100, "seeds": 3, "results": results})
+    text = sweep.markdown(sweep.collect(tmp_path))
+    assert "7.0 ± 0.4" in text and "50.0 (1 seed)" in text and "50.0 ±" not in text
