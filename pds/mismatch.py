@@ -138,9 +138,10 @@ def plot(df: pd.DataFrame, diags: pd.DataFrame):
     if not diags.empty:
         ax = fig.add_subplot(grid[1, 0])
         d = diags.sort_values("mismatch_rate")
-        ax.plot(rates, [100 * r for r in rates], ":", color="0.7", label="in the data (p)")
-        ax.plot(d.mismatch_rate, 100 * d.mismatched_kept, "o-", color="0.3", label="left by the noise filter")
-        ax.plot(d.mismatch_rate, 100 * d.mismatched_members, "s--", color="0.55", label="in the intersections")
+        shown, reference, other = plots.SERIES_COLOURS[:3]
+        ax.plot(rates, [100 * r for r in rates], ":", color=reference, label="in the data (p)")
+        ax.plot(d.mismatch_rate, 100 * d.mismatched_kept, "o-", color=shown, label="left by the noise filter")
+        ax.plot(d.mismatch_rate, 100 * d.mismatched_members, "s--", color=other, label="in the intersections")
         ax.set_xticks(rates)
         ax.set_title("mismatched pairs (%)")
         ax.set_xlabel("mismatched training pairs p")
