@@ -19,7 +19,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from pds import data, paths
+from pds import data, paths, sweep
+from pds.toy import diagnose as diagnose_toy
 from pds.toy import world
 
 CORESETS = ("random", "herding", "kcenter")
@@ -47,14 +48,6 @@ def generate(params_file, name: str, rate: float, out) -> Path:
     return world.generate_toyworld(out, **sizes, **entry)
 
 
-def mismatched_images(root) -> np.ndarray:
-    """Image ids (train split) whose captions were written for another image: the annotation's
-    `caption_imgid` (absent when the world has no mismatched pairs)."""
-    ann = data.load_json(Path(root) / world.ANN_FILE)
-    return np.array([im["imgid"] for im in ann["images"] if im.get("caption_imgid", im["imgid"]) != im["imgid"]],
-                    dtype=np.int64)
-
-
 def diagnose(root, embeddings_dir, clusters_dir, prototypes_dir) -> dict:
     """How the noise filter and the matched intersections treat the mismatched training pairs:
     `mismatched` their share of all training pairs; `filter_recall` the share of them the filter drops;
@@ -65,7 +58,7 @@ def diagnose(root, embeddings_dir, clusters_dir, prototypes_dir) -> dict:
     pair_ids = data.load_npy(Path(clusters_dir) / "caption_ids.npy")
     keep = data.load_npy(Path(clusters_dir) / "keep.npy").astype(bool)
     members = data.load_table(Path(prototypes_dir) / "members.parquet")["caption_id"].to_numpy()
-    bad_images = mismatched_images(root)
+    bad_images = diagnose_toy.mismatched_images(root)
     image_of = captions.set_index("caption_id")["image_id"]
     bad = np.isin(image_of.loc[pair_ids].to_numpy(), bad_images)
     bad_members = np.isin(image_of.loc[members].to_numpy(), bad_images)
@@ -91,9 +84,7 @@ def collect(folder) -> tuple[pd.DataFrame, pd.DataFrame]:
     for f in runs:
         rate = float(f.parent.name[1:])
         m = data.load_json(f)
-        rows += [{"mismatch_rate": rate, "protocol": r["protocol"], "method": r["method"],
-                  "image_encoder": r["image_encoder"], "r_mean": r["r_mean"], "r_mean_std": r["r_mean_std"]}
-                 for r in m["results"] if r.get("selected_on") == "val"]
+        rows += [{"mismatch_rate": rate, **r} for r in sweep.val_rows(m)]
         if (f.parent / "filter.json").is_file():
             diags.append({"mismatch_rate": rate, **data.load_json(f.parent / "filter.json")})
     return pd.DataFrame(rows), pd.DataFrame(diags)
@@ -155,7 +146,7 @@ def summary(df: pd.DataFrame, diags: pd.DataFrame, world_name: str) -> str:
     from pds import plots
 
     lines = [f"# Mismatched-pair sweep on {world_name} (written by `python -m pds.mismatch report`)", ""]
-    table = df.assign(r=df.r_mean.map("{:.2f}".format) + " ± " + df.r_mean_std.map("{:.2f}".format))
+    table = df.assign(r=sweep.cells(df, digits=2))
     table = table.pivot_table(index=["protocol", "image_encoder", "method"], columns="mismatch_rate", values="r",
                               aggfunc="first")
     table = table.rename(columns=lambda rate: f"p = {rate:g}").reset_index()

@@ -15,18 +15,25 @@ from pds import data, paths
 def collect(folder) -> pd.DataFrame:
     """One row per (protocol, n_pairs, method, image_encoder) from every `metrics_*.json` in `folder`
     (val-selected; files written before the paper protocol existed are the field protocol's)."""
-    rows = []
     files = sorted(Path(folder).glob("metrics_*.json"))
     if not files:
         raise FileNotFoundError(f"no metrics_*.json in {folder}: run `make sweep` first.")
-    for f in files:
-        m = data.load_json(f)
-        for r in m["results"]:
-            if r.get("selected_on", "val") == "val":
-                rows.append({"protocol": r.get("protocol", "field"), "n_pairs": m["n_pairs"], "method": r["method"],
-                             "image_encoder": r["image_encoder"], "r_mean": r["r_mean"], "r_mean_std": r["r_mean_std"],
-                             "seeds": r.get("seeds", m.get("seeds"))})
+    rows = [{"n_pairs": m["n_pairs"], **r} for m in map(data.load_json, files) for r in val_rows(m)]
     return pd.DataFrame(rows).sort_values(["protocol", "method", "image_encoder", "n_pairs"], ignore_index=True)
+
+
+def val_rows(metrics: dict) -> list[dict]:
+    """The val-selected rows of a `metrics.json` (protocol, method, image_encoder, r_mean, r_mean_std, seeds);
+    files written before the paper protocol existed are the field protocol's."""
+    return [{"protocol": r.get("protocol", "field"), "method": r["method"], "image_encoder": r["image_encoder"],
+             "r_mean": r["r_mean"], "r_mean_std": r["r_mean_std"], "seeds": r.get("seeds", metrics.get("seeds"))}
+            for r in metrics["results"] if r.get("selected_on", "val") == "val"]
+
+
+def cells(df: pd.DataFrame, digits: int = 1) -> pd.Series:
+    """"r ± std" per row of `df` (columns r_mean, r_mean_std, seeds), "r (1 seed)" where one student ran."""
+    r = df.r_mean.map(f"{{:.{digits}f}}".format)
+    return (r + " ± " + df.r_mean_std.map(f"{{:.{digits}f}}".format)).where(df.seeds != 1, r + " (1 seed)")
 
 
 def plot_budget(df: pd.DataFrame):
@@ -73,24 +80,18 @@ def markdown(df: pd.DataFrame) -> str:
     """summary.md: one table per protocol, a row per method, a column per image encoder x budget, "r ± std"
     (test, val-selected; "r (1 seed)" for a single student); the full-data bound under the budgets whose runs
     trained it."""
+    from pds import plots
+
     out = []
     for protocol, g in df.groupby("protocol", sort=False):
-        cell = g.r_mean.map("{:.1f}".format) + " ± " + g.r_mean_std.map("{:.1f}".format)
-        cell = cell.where(g.seeds != 1, g.r_mean.map("{:.1f} (1 seed)".format))  # no spread to show
-        t = g.assign(cell=cell, column=g.image_encoder + " M=" + g.n_pairs.astype(str)).pivot_table(
+        t = g.assign(cell=cells(g), column=g.image_encoder + " M=" + g.n_pairs.astype(str)).pivot_table(
             index="method", columns="column", values="cell", aggfunc="first")
-        t = t.reindex(index=[m for m in plots_order(g.method)],
+        t = t.reindex(index=plots.method_order(g.method),
                       columns=[f"{e} M={m}" for e in sorted(g.image_encoder.unique()) for m in sorted(g.n_pairs.unique())
                                if f"{e} M={m}" in t.columns])
         out += [f"**{protocol} protocol** (r_mean, test, val-selected, mean ± std over seeds)", "",
                 t.fillna("—").to_markdown(), ""]
     return "\n".join(out)
-
-
-def plots_order(methods) -> list[str]:
-    from pds import plots
-
-    return plots.method_order(methods)
 
 
 def main(argv=None) -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pds import data, mismatch
-from pds.toy import world
+from pds.toy import diagnose, world
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
@@ -39,9 +39,9 @@ def test_a_copy_changes_only_which_captions_training_images_carry(params, tmp_pa
     for x, y in zip(a, b, strict=True):
         assert (tmp_path / "p0/images" / x["filename"]).read_bytes() == (tmp_path / "p25/images" / y["filename"]).read_bytes()
         assert x["attributes"] == y["attributes"]
-    bad = mismatch.mismatched_images(tmp_path / "p25")
+    bad = diagnose.mismatched_images(tmp_path / "p25")
     assert len(bad) == 5 and all(b[i]["split"] == "train" for i in bad)  # round(0.25 x 20), never val or test
-    assert mismatch.mismatched_images(tmp_path / "p0").size == 0
+    assert diagnose.mismatched_images(tmp_path / "p0").size == 0
     captions = {i: [s["raw"] for s in im["sentences"]] for i, im in enumerate(a)}
     for im in b:
         carried = [s["raw"] for s in im["sentences"]]

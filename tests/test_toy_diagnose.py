@@ -114,11 +114,11 @@ def test_concept_coverage_counts_concepts_and_test_images_held(tmp_path):
     top = concept.value_counts().index[0]
     # one intersection, all of the most common concept's images: it holds exactly that concept
     members = pd.DataFrame({"prototype": 0, "image_id": concept.index[concept == top]})
-    cov = diagnose.concept_coverage(root, 5, members)
+    cov = diagnose.concept_coverage(attrs, 5, members)
     assert cov["concepts_in_train"] == concept.nunique() and cov["n_pairs"] == 5
     test = attrs[attrs.split == "test"]
     assert cov["intersections"] == {"concepts": round(1 / concept.nunique(), 3),
                                     "test_images": round(float((test["shape"] + " " + test["colour"] == top).mean()), 3)}
     assert 0 < cov["random"]["concepts"] <= 5 / concept.nunique() + 1e-9
-    everything = diagnose.concept_coverage(root, 300)
+    everything = diagnose.concept_coverage(attrs, 300)
     assert everything["random"]["concepts"] == 1.0 and "intersections" not in everything

@@ -115,15 +115,33 @@ def attribute_agreement(members: pd.DataFrame, attributes: pd.DataFrame, seed: i
     return {"intersections": agreement(members.prototype.to_numpy()), "random_groups": agreement(shuffled)}
 
 
-def prototype_agreement(prototypes_dir, world_root, seed: int = 0) -> dict:
-    """attribute_agreement of the match stage's output in `prototypes_dir` on the toy world at `world_root`."""
-    root = resolve(world_root)
+def member_images(prototypes_dir, world_root) -> pd.DataFrame:
+    """The match stage's members.parquet with each pair's image_id (prototype, caption_id, image_id)."""
     members = pd.read_parquet(resolve(prototypes_dir) / "members.parquet")
-    _, captions = data.load_dataset(root, ann_file=world.ANN_FILE, preprocess=False)  # only its ids: caption_id -> image_id
-    members = members.merge(captions[["caption_id", "image_id"]], on="caption_id", how="left", validate="m:1")
-    attributes = quality.image_attributes(root)
+    _, captions = data.load_dataset(resolve(world_root), ann_file=world.ANN_FILE, preprocess=False)  # only its ids
+    return members.merge(captions[["caption_id", "image_id"]], on="caption_id", how="left", validate="m:1")
+
+
+def prototype_agreement(prototypes_dir, world_root, seed: int = 0, members: pd.DataFrame | None = None,
+                        attributes: pd.DataFrame | None = None) -> dict:
+    """attribute_agreement of the match stage's output in `prototypes_dir` on the toy world at `world_root`
+    (`members` / `attributes`: already read by the caller)."""
+    members = member_images(prototypes_dir, world_root) if members is None else members
+    attributes = quality.image_attributes(world_root) if attributes is None else attributes
     return {"n_prototypes": int(members.prototype.nunique()), "n_pairs": len(members),
             **attribute_agreement(members, attributes, seed)}
+
+
+def _carries_other_captions(entry: dict) -> bool:
+    """A world's annotation entry whose captions were written for another image (--mismatch-rate)."""
+    return entry.get("caption_imgid", entry["imgid"]) != entry["imgid"]
+
+
+def mismatched_images(world_root) -> np.ndarray:
+    """Image ids (train split) whose captions were written for another image: the annotation's
+    `caption_imgid` (absent when the world has no mismatched pairs)."""
+    ann = data.load_json(resolve(world_root) / world.ANN_FILE)
+    return np.array([im["imgid"] for im in ann["images"] if _carries_other_captions(im)], dtype=np.int64)
 
 
 def caption_fidelity(world_root) -> dict:
@@ -133,7 +151,7 @@ def caption_fidelity(world_root) -> dict:
     ann = data.load_json(resolve(world_root) / world.ANN_FILE)
     stated, wrong, n = dict.fromkeys(ATTRIBUTES, 0), dict.fromkeys(ATTRIBUTES, 0), 0
     for im in ann["images"]:
-        if im["split"] != "train" or im.get("caption_imgid", im["imgid"]) != im["imgid"]:
+        if im["split"] != "train" or _carries_other_captions(im):
             continue
         for sentence in im["sentences"]:
             said, n = parse_caption(sentence["raw"]), n + 1
@@ -145,12 +163,13 @@ def caption_fidelity(world_root) -> dict:
             "wrong_when_stated": {a: round(wrong[a] / stated[a], 3) if stated[a] else None for a in ATTRIBUTES}}
 
 
-def concept_coverage(world_root, n_pairs: int, members: pd.DataFrame | None = None, seeds=(0, 1, 2)) -> dict:
+def concept_coverage(attrs: pd.DataFrame, n_pairs: int, members: pd.DataFrame | None = None,
+                     seeds=(0, 1, 2)) -> dict:
     """How much of the world M pairs can show: the main object's (shape, colour) concepts in the training split,
     and, for M random training images (mean over `seeds`) and for the matched intersections (each
     prototype's most common member concept; `members` with columns prototype, image_id), the share of those
-    concepts they hold and the share of test images whose concept they hold."""
-    attrs = quality.image_attributes(world_root)
+    concepts they hold and the share of test images whose concept they hold. `attrs`: the world's
+    `quality.image_attributes`."""
     concept = attrs["shape"].astype(str) + " " + attrs["colour"].astype(str)
     train, test = concept[attrs.split == "train"], concept[attrs.split == "test"]
     world_concepts = set(train)
@@ -173,13 +192,10 @@ def world_evidence(world_root, prototypes_dir, seed: int = 0) -> dict:
     """Why a world is easy or hard for single pairs and what the matched intersections average (README, "Two
     worlds"): caption fidelity, concept coverage of M random pairs vs the intersections, and the
     intersections' attribute agreement."""
-    root = resolve(world_root)
-    members = pd.read_parquet(resolve(prototypes_dir) / "members.parquet")
-    _, captions = data.load_dataset(root, ann_file=world.ANN_FILE, preprocess=False)
-    members = members.merge(captions[["caption_id", "image_id"]], on="caption_id", how="left", validate="m:1")
+    members, attrs = member_images(prototypes_dir, world_root), quality.image_attributes(world_root)
     n_pairs = len(data.load_npy(resolve(prototypes_dir) / "image.npy"))  # the budget M, empty intersections too
-    return {"captions": caption_fidelity(root), "coverage": concept_coverage(root, n_pairs, members),
-            "prototype_attribute_agreement": prototype_agreement(prototypes_dir, root, seed)}
+    return {"captions": caption_fidelity(world_root), "coverage": concept_coverage(attrs, n_pairs, members),
+            "prototype_attribute_agreement": prototype_agreement(prototypes_dir, world_root, seed, members, attrs)}
 
 
 def main(argv: list[str] | None = None) -> None:
