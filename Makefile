@@ -123,7 +123,6 @@ MISMATCH_ENCODERS ?= convnet
 MISMATCH_METHODS ?= pds,pds_real,random,herding,kcenter
 MISMATCH ?= build/mismatch
 MISMATCH_OUT ?= results/mismatch
-MISMATCH_RUN = PDS_PROGRESS=0 $(BIN)/papermill --no-progress-bar -k python3
 
 mismatch: install $(foreach p,$(MISMATCH_RATES),$(MISMATCH_OUT)/p$(p)/metrics.json)  ## mismatched-pair sweep on toyflickr (~10 min per rate) -> results/mismatch/
 	$(BIN)/python -m pds.mismatch report $(MISMATCH_OUT) --world $(MISMATCH_WORLD)
@@ -131,25 +130,8 @@ mismatch: install $(foreach p,$(MISMATCH_RATES),$(MISMATCH_OUT)/p$(p)/metrics.js
 $(MISMATCH_OUT)/p%/metrics.json: $(BIN)/.installed
 	mkdir -p $(MISMATCH)/p$*/notebooks
 	$(BIN)/python -m pds.mismatch world --world $(MISMATCH_WORLD) --rate $* --out $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD)
-	$(MISMATCH_RUN) notebooks/01_embed.ipynb $(MISMATCH)/p$*/notebooks/01_embed.ipynb \
-	  -p dataset_root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) -p dataset $(MISMATCH_WORLD) -p out_dir $(MISMATCH)/p$*/embeddings
-	$(MISMATCH_RUN) notebooks/02_cluster.ipynb $(MISMATCH)/p$*/notebooks/02_cluster.ipynb \
-	  -p embeddings_dir $(MISMATCH)/p$*/embeddings -p dataset_root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) \
-	  -p out_dir $(MISMATCH)/p$*/clusters -p n_clusters $(MISMATCH_M)
-	$(MISMATCH_RUN) notebooks/03_match.ipynb $(MISMATCH)/p$*/notebooks/03_match.ipynb \
-	  -p embeddings_dir $(MISMATCH)/p$*/embeddings -p clusters_dir $(MISMATCH)/p$*/clusters \
-	  -p dataset_root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) -p out_dir $(MISMATCH)/p$*/prototypes
-	$(MISMATCH_RUN) notebooks/04_synthesize.ipynb $(MISMATCH)/p$*/notebooks/04_synthesize.ipynb \
-	  -p prototypes_dir $(MISMATCH)/p$*/prototypes -p embeddings_dir $(MISMATCH)/p$*/embeddings \
-	  -p dataset_root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) -p dataset $(MISMATCH_WORLD) -p out_dir $(MISMATCH)/p$*/synthetic
-	PDS_PROGRESS=0 $(BIN)/python -m pds.text_features --embeddings-dir $(MISMATCH)/p$*/embeddings \
-	  --out $(MISMATCH)/p$*/text_features
-	$(MISMATCH_RUN) notebooks/05_evaluate.ipynb $(MISMATCH)/p$*/notebooks/05_evaluate.ipynb \
-	  -p embeddings_dir $(MISMATCH)/p$*/embeddings -p text_features_dir $(MISMATCH)/p$*/text_features \
-	  -p prototypes_dir $(MISMATCH)/p$*/prototypes -p synthetic_dir $(MISMATCH)/p$*/synthetic \
-	  -p dataset_root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) -p encoders_dir models/$(MISMATCH_WORLD)/toy-encoders \
-	  -p out_dir $(MISMATCH)/p$*/evaluate -p dataset $(MISMATCH_WORLD)_p$* -p n_pairs $(MISMATCH_M) \
-	  -p methods $(MISMATCH_METHODS) -p image_encoders $(MISMATCH_ENCODERS)
+	$(call notebooks,$(MISMATCH)/p$*,$(MISMATCH_WORLD),$(MISMATCH_M),PDS_PROGRESS=0,,\
+	  -p dataset $(MISMATCH_WORLD)_p$* -p methods $(MISMATCH_METHODS) -p image_encoders $(MISMATCH_ENCODERS))
 	$(BIN)/python -m pds.mismatch diagnose --root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) --run $(MISMATCH)/p$* \
 	  --out $(MISMATCH_OUT)/p$*/filter.json
 	cp $(MISMATCH)/p$*/evaluate/runs.csv $(MISMATCH)/p$*/evaluate/r_mean.png $(MISMATCH_OUT)/p$*/
@@ -169,6 +151,29 @@ BOOK_OUT ?= results/book
 book: install  ## static HTML book of the executed notebooks -> results/book/index.html (offline)
 	$(BIN)/python -m pds.book $(BOOK_SRC) $(BOOK_OUT)
 
+# Notebooks 01-05 (and the caption features between 04 and 05) on a world outside data/ and results/, as the
+# pipeline's stages would run them (make lesson, make mismatch): $(1) the work folder (raw/<world>/ holds the world;
+# embeddings/, clusters/, prototypes/, synthetic/, text_features/, evaluate/ and notebooks/ are written there), $(2)
+# the world whose toy models are used, $(3) the budget M, $(4) the environment of every command, $(5) more -p of 02,
+# $(6) more -p of 05. Every other parameter is the notebook's default, i.e. params.yaml's.
+define notebooks
+	$(4) $(BIN)/papermill --no-progress-bar -k python3 notebooks/01_embed.ipynb $(1)/notebooks/01_embed.ipynb \
+	  -p dataset_root $(1)/raw/$(2) -p dataset $(2) -p out_dir $(1)/embeddings
+	$(4) $(BIN)/papermill --no-progress-bar -k python3 notebooks/02_cluster.ipynb $(1)/notebooks/02_cluster.ipynb \
+	  -p embeddings_dir $(1)/embeddings -p dataset_root $(1)/raw/$(2) -p out_dir $(1)/clusters -p n_clusters $(3) $(5)
+	$(4) $(BIN)/papermill --no-progress-bar -k python3 notebooks/03_match.ipynb $(1)/notebooks/03_match.ipynb \
+	  -p embeddings_dir $(1)/embeddings -p clusters_dir $(1)/clusters -p dataset_root $(1)/raw/$(2) \
+	  -p out_dir $(1)/prototypes
+	$(4) $(BIN)/papermill --no-progress-bar -k python3 notebooks/04_synthesize.ipynb $(1)/notebooks/04_synthesize.ipynb \
+	  -p prototypes_dir $(1)/prototypes -p embeddings_dir $(1)/embeddings -p dataset_root $(1)/raw/$(2) \
+	  -p dataset $(2) -p out_dir $(1)/synthetic
+	$(4) $(BIN)/python -m pds.text_features --embeddings-dir $(1)/embeddings --out $(1)/text_features
+	$(4) $(BIN)/papermill --no-progress-bar -k python3 notebooks/05_evaluate.ipynb $(1)/notebooks/05_evaluate.ipynb \
+	  -p embeddings_dir $(1)/embeddings -p text_features_dir $(1)/text_features \
+	  -p prototypes_dir $(1)/prototypes -p synthetic_dir $(1)/synthetic -p dataset_root $(1)/raw/$(2) \
+	  -p encoders_dir models/$(2)/toy-encoders -p out_dir $(1)/evaluate -p n_pairs $(3) $(6)
+endef
+
 # A classroom preset: the five lessons on a small toy world of their own (1,000 training images, 200 val, 200 test;
 # M = 20 pairs, k-means n_init 1; students: one seed, 20 epochs), run from a fresh clone with one command. Everything
 # is written under $(LESSON): raw/toyworld, embeddings, clusters, prototypes, synthetic, text_features, evaluate,
@@ -180,28 +185,12 @@ LESSON ?= build/lesson
 LESSON_M ?= 20
 LESSON_THREADS ?= 1
 LESSON_ENV = PDS_PROGRESS=0 OMP_NUM_THREADS=$(LESSON_THREADS) PDS_NUM_THREADS=$(LESSON_THREADS)
-LESSON_RUN = $(LESSON_ENV) $(BIN)/papermill --no-progress-bar -k python3
 
 lesson: install  ## the five lessons on a small toy world of their own (~4.5 min) -> build/lesson/notebooks, build/lesson/book
 	mkdir -p $(LESSON)/notebooks
 	$(LESSON_ENV) $(BIN)/python -m pds.toy.world --out $(LESSON)/raw/toyworld --n-train 1000 --n-val 200 --n-test 200 --seed 0
-	$(LESSON_RUN) notebooks/01_embed.ipynb $(LESSON)/notebooks/01_embed.ipynb \
-	  -p dataset_root $(LESSON)/raw/toyworld -p out_dir $(LESSON)/embeddings
-	$(LESSON_RUN) notebooks/02_cluster.ipynb $(LESSON)/notebooks/02_cluster.ipynb \
-	  -p embeddings_dir $(LESSON)/embeddings -p dataset_root $(LESSON)/raw/toyworld -p out_dir $(LESSON)/clusters \
-	  -p n_clusters $(LESSON_M) -p n_init 1
-	$(LESSON_RUN) notebooks/03_match.ipynb $(LESSON)/notebooks/03_match.ipynb \
-	  -p embeddings_dir $(LESSON)/embeddings -p clusters_dir $(LESSON)/clusters -p dataset_root $(LESSON)/raw/toyworld \
-	  -p out_dir $(LESSON)/prototypes
-	$(LESSON_RUN) notebooks/04_synthesize.ipynb $(LESSON)/notebooks/04_synthesize.ipynb \
-	  -p prototypes_dir $(LESSON)/prototypes -p embeddings_dir $(LESSON)/embeddings \
-	  -p dataset_root $(LESSON)/raw/toyworld -p out_dir $(LESSON)/synthetic
-	$(LESSON_ENV) $(BIN)/python -m pds.text_features --embeddings-dir $(LESSON)/embeddings --out $(LESSON)/text_features
-	$(LESSON_RUN) notebooks/05_evaluate.ipynb $(LESSON)/notebooks/05_evaluate.ipynb \
-	  -p embeddings_dir $(LESSON)/embeddings -p text_features_dir $(LESSON)/text_features \
-	  -p prototypes_dir $(LESSON)/prototypes -p synthetic_dir $(LESSON)/synthetic -p dataset_root $(LESSON)/raw/toyworld \
-	  -p out_dir $(LESSON)/evaluate -p n_pairs $(LESSON_M) -p seeds 1 -p epochs 20 -p full_epochs 1 -p eval_every 5 \
-	  -p paper_epochs 21 -p paper_lr_step 11
+	$(call notebooks,$(LESSON),toyworld,$(LESSON_M),$(LESSON_ENV),-p n_init 1,\
+	  -p seeds 1 -p epochs 20 -p full_epochs 1 -p eval_every 5 -p paper_epochs 21 -p paper_lr_step 11)
 	$(LESSON_ENV) $(BIN)/python -m pds.book $(LESSON)/notebooks $(LESSON)/book
 	@echo "lessons: $(LESSON)/notebooks/ (Jupyter) and $(LESSON)/book/index.html (the same as web pages)"
 
