@@ -178,15 +178,15 @@ endef
 # M = 20 pairs, k-means n_init 1; students: one seed, 20 epochs), run from a fresh clone with one command. Everything
 # is written under $(LESSON): raw/toyworld, embeddings, clusters, prototypes, synthetic, text_features, evaluate,
 # notebooks/ (the executed lessons) and book/ (their HTML book); data/ and results/ are never read or written
-# (models/ is read: the committed toy models). 4 min 18 s on 2 cores after `make install` (measured, nothing else
-# running). One thread per process (LESSON_THREADS): with two per process the same run took 10.5 min (notebook 04
+# (models/ is read: the committed toy models). 2 min 19 s on 2 cores after `make install` (session 12, AVX-512
+# EPYC, kernels pinned, nothing else running; 4 min 18 s in session 11 on another EPYC). One thread per process (LESSON_THREADS): with two per process the same run took 10.5 min (notebook 04
 # alone 7 min), and with other jobs on the cores the toy decoder ran 6x slower on two threads than on one.
 LESSON ?= build/lesson
 LESSON_M ?= 20
 LESSON_THREADS ?= 1
 LESSON_ENV = PDS_PROGRESS=0 OMP_NUM_THREADS=$(LESSON_THREADS) PDS_NUM_THREADS=$(LESSON_THREADS)
 
-lesson: install  ## the five lessons on a small toy world of their own (~4.5 min) -> build/lesson/notebooks, build/lesson/book
+lesson: install  ## the five lessons on a small toy world of their own (~2.5 min) -> build/lesson/notebooks, build/lesson/book
 	mkdir -p $(LESSON)/notebooks
 	$(LESSON_ENV) $(BIN)/python -m pds.toy.world --out $(LESSON)/raw/toyworld --n-train 1000 --n-val 200 --n-test 200 --seed 0
 	$(call notebooks,$(LESSON),toyworld,$(LESSON_M),$(LESSON_ENV),-p n_init 1,\
