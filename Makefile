@@ -179,7 +179,8 @@ endef
 # is written under $(LESSON): raw/toyworld, embeddings, clusters, prototypes, synthetic, text_features, evaluate,
 # notebooks/ (the executed lessons) and book/ (their HTML book); data/ and results/ are never read or written
 # (models/ is read: the committed toy models). 2 min 19 s on 2 cores after `make install` (session 12, AVX-512
-# EPYC, kernels pinned, nothing else running; 4 min 18 s in session 11 on another EPYC). One thread per process (LESSON_THREADS): with two per process the same run took 10.5 min (notebook 04
+# EPYC, kernels pinned, nothing else running; 4 min 18 s in session 11 on another EPYC). One thread per process
+# (LESSON_THREADS): with two per process the same run took 10.5 min (notebook 04
 # alone 7 min), and with other jobs on the cores the toy decoder ran 6x slower on two threads than on one.
 LESSON ?= build/lesson
 LESSON_M ?= 20
