@@ -155,7 +155,8 @@ book: install  ## static HTML book of the executed notebooks -> results/book/ind
 # pipeline's stages would run them (make lesson, make mismatch): $(1) the work folder (raw/<world>/ holds the world;
 # embeddings/, clusters/, prototypes/, synthetic/, text_features/, evaluate/ and notebooks/ are written there), $(2)
 # the world whose toy models are used, $(3) the budget M, $(4) the environment of every command, $(5) more -p of 02,
-# $(6) more -p of 05. Every other parameter is the notebook's default, i.e. params.yaml's.
+# $(6) more -p of 05. Every other parameter is the notebook's default, i.e. params.yaml's, except that 05 leaves
+# out the MTT-VL / LoRS students and sets (tm_runs, tm_dir): they belong to the pipeline's own world and settings.
 define notebooks
 	$(4) $(BIN)/papermill --no-progress-bar -k python3 notebooks/01_embed.ipynb $(1)/notebooks/01_embed.ipynb \
 	  -p dataset_root $(1)/raw/$(2) -p dataset $(2) -p out_dir $(1)/embeddings
@@ -171,7 +172,7 @@ define notebooks
 	$(4) $(BIN)/papermill --no-progress-bar -k python3 notebooks/05_evaluate.ipynb $(1)/notebooks/05_evaluate.ipynb \
 	  -p embeddings_dir $(1)/embeddings -p text_features_dir $(1)/text_features \
 	  -p prototypes_dir $(1)/prototypes -p synthetic_dir $(1)/synthetic -p dataset_root $(1)/raw/$(2) \
-	  -p encoders_dir models/$(2)/toy-encoders -p out_dir $(1)/evaluate -p n_pairs $(3) $(6)
+	  -p encoders_dir models/$(2)/toy-encoders -p out_dir $(1)/evaluate -p n_pairs $(3) -r tm_runs '' -r tm_dir '' $(6)
 endef
 
 # A classroom preset: the five lessons on a small toy world of their own (1,000 training images, 200 val, 200 test;

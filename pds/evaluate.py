@@ -131,19 +131,27 @@ class Student(nn.Module):
     Images come in as uint8 (B, 3, S, S) and are scaled to [0, 1] and normalised with (mean, std) here, so
     data can stay compact in memory. With mean = std = None the "images" are already image embeddings
     (B, D) of a frozen encoder (the paper's protocol) and pass through `image_encoder` (nn.Identity) as they
-    are. Both sides leave L2-normalised, no image projection (the field's)."""
+    are. Both sides leave L2-normalised, no image projection (the field's).
+
+    channels_last: pixels go through the encoder in channels-last layout (call `.to(memory_format=
+    torch.channels_last)` on the student too). Speed only: the same arithmetic in another order, so results
+    agree within float rounding; oneDNN's convolutions and pooling are faster that way on the CPU
+    (`make bench`, students)."""
 
     def __init__(self, image_encoder: nn.Module, text_head: nn.Module, mean: Sequence[float] | None,
-                 std: Sequence[float] | None):
+                 std: Sequence[float] | None, channels_last: bool = False):
         super().__init__()
         self.image_encoder = image_encoder
         self.text_head = text_head
         mean, std = pixel_stats(mean, std) if mean is not None else (None, None)
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
+        self.channels_last = channels_last
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) uint8 or (B, D) -> (B, D)
         x = images.float() if self.mean is None else (images.float() - self.mean) / self.std
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return F.normalize(self.image_encoder(x), dim=-1)
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:  # (B, d_t) -> (B, D)
@@ -163,6 +171,21 @@ def contrastive_loss(logits: torch.Tensor) -> torch.Tensor:
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
+def wbce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """LoRS's weighted BCE on (B, B) logits against soft targets (silicx/LoRS_Distill
+    `src/similarity_mining.py`, MultilabelContrastiveLoss `WBCE`): elementwise BCE of sigmoid(logits),
+    averaged separately over the positive (target > 0.5) and the negative entries, then the two means
+    averaged, so the B positives weigh as much as the B^2 - B negatives. log-sigmoid replaces the
+    reference's log(p + 1e-6): the same loss without the floor at |logit| > 14."""
+    loss = -(target * F.logsigmoid(logits) + (1 - target) * F.logsigmoid(-logits))
+    pos = (target > 0.5).detach()
+    zero = torch.zeros((), dtype=loss.dtype)
+    # exact means (the reference adds 1e-6 to the counts instead; the same unless a side is empty)
+    pos_mean = torch.where(pos, loss, zero).sum() / pos.sum().clamp_min(1)
+    neg_mean = torch.where(~pos, loss, zero).sum() / (~pos).sum().clamp_min(1)
+    return (pos_mean + neg_mean) / 2
+
+
 # ----------------------------------------------------------------------------------------------------
 # data held in memory
 
@@ -174,6 +197,9 @@ class PairSet:
     images: torch.Tensor  # (n_pool, 3, S, S) uint8, or (n_pool, D) frozen image embeddings (paper protocol)
     image_index: np.ndarray  # (N,) int64 rows of images
     text: np.ndarray  # (N, d_t) float32 text targets in the student's text-feature space
+    # (N, N) soft targets between the pairs (LoRS's learned similarity): the student then trains with LoRS's
+    # WBCE loss on each batch's block, as LoRS evaluates its sets; None: InfoNCE (identity targets)
+    similarity: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.image_index)
@@ -411,7 +437,8 @@ def epoch_order(image_index: np.ndarray, gen: torch.Generator, one_per_image: bo
 def train_student(encoder, train: PairSet, val: RetrievalSet, test: RetrievalSet, epochs: int, lr: float,
                   lr_image: float, batch_size: int, eval_every: int, seed: int, momentum: float = 0.9,
                   weight_decay: float = 5e-4, device: str = "cpu", eval_batch_size: int = 100,
-                  one_per_image: bool = False, progress: bool = False, lr_step: int = 0) -> TrainResult:
+                  one_per_image: bool = False, progress: bool = False, lr_step: int = 0,
+                  channels_last: bool = True) -> TrainResult:
     """Train one student on `train` and evaluate it on val and test at epoch 0, every `eval_every` epochs
     and at the last one.
 
@@ -421,7 +448,8 @@ def train_student(encoder, train: PairSet, val: RetrievalSet, test: RetrievalSet
     head and `lr_image` for the image encoder (lr_image = 0 freezes its weights), both x0.1 for the epochs
     after `lr_step` (0: epochs // 2). An epoch is one shuffled pass over the pairs in batches of
     `batch_size` or, with one_per_image, over the images, each with one of its pairs drawn at random
-    (`epoch_order`).
+    (`epoch_order`). Pairs with soft targets (train.similarity, LoRS's sets) train with `wbce_loss` on each
+    batch's block of them, every other set with InfoNCE (`contrastive_loss`). channels_last: see `Student`.
 
     On the CPU the student trains single-threaded (restored afterwards): small models gain little from a
     second thread, and results then do not depend on the thread count.
@@ -431,13 +459,14 @@ def train_student(encoder, train: PairSet, val: RetrievalSet, test: RetrievalSet
         torch.set_num_threads(1)
     try:
         return _train_student(encoder, train, val, test, epochs, lr, lr_image, batch_size, eval_every, seed,
-                              momentum, weight_decay, device, eval_batch_size, one_per_image, progress, lr_step)
+                              momentum, weight_decay, device, eval_batch_size, one_per_image, progress, lr_step,
+                              channels_last)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train_student(encoder, train, val, test, epochs, lr, lr_image, batch_size, eval_every, seed, momentum,
-                   weight_decay, device, eval_batch_size, one_per_image, progress, lr_step) -> TrainResult:
+                   weight_decay, device, eval_batch_size, one_per_image, progress, lr_step, channels_last) -> TrainResult:
     if len(train) == 0:
         raise ValueError("the training set is empty; nothing to train the student on.")
     if epochs < 1 or eval_every < 1 or batch_size < 1:
@@ -445,6 +474,9 @@ def _train_student(encoder, train, val, test, epochs, lr, lr_image, batch_size, 
     if train.text.shape[1] != val.text.shape[1]:
         raise ValueError(f"training text targets are {train.text.shape[1]}-d but caption features are "
                          f"{val.text.shape[1]}-d; both must come from the same text encoder.")
+    if train.similarity is not None and np.shape(train.similarity) != (len(train), len(train)):
+        raise ValueError(f"the soft targets are {np.shape(train.similarity)} for {len(train)} pairs; they must be "
+                         f"({len(train)}, {len(train)}), one row and column per pair (re-run the tm stage).")
     frozen = encoder is None
     if frozen != (train.images.ndim == 2) or frozen != (val.images.ndim == 2):
         raise ValueError("with encoder=None the images must be frozen embeddings (n, D), otherwise pixels "
@@ -457,7 +489,9 @@ def _train_student(encoder, train, val, test, epochs, lr, lr_image, batch_size, 
         groups = [{"params": head.parameters(), "lr": lr}]  # as released: the head is all the optimiser sees
     else:
         head = ProjectionHead(train.text.shape[1], encoder.num_features)
-        student = Student(encoder.model, head, encoder.mean, encoder.std).to(device).train()
+        student = Student(encoder.model, head, encoder.mean, encoder.std, channels_last).to(device).train()
+        if channels_last:
+            student = student.to(memory_format=torch.channels_last)
         groups = [{"params": head.parameters(), "lr": lr}]
         if lr_image > 0:
             groups.append({"params": encoder.model.parameters(), "lr": lr_image})
@@ -468,6 +502,7 @@ def _train_student(encoder, train, val, test, epochs, lr, lr_image, batch_size, 
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[step] if 0 < step < epochs else [], gamma=0.1)
     text = torch.from_numpy(np.ascontiguousarray(train.text, dtype=np.float32))
     index = torch.from_numpy(np.array(train.image_index, dtype=np.int64))  # a copy: the table may be read-only
+    soft = None if train.similarity is None else torch.tensor(np.asarray(train.similarity, np.float32), device=device)
 
     rows, best_val, test_top = [], -np.inf, None
     loss_sum, n_seen = float("nan"), 0
@@ -478,7 +513,7 @@ def _train_student(encoder, train, val, test, epochs, lr, lr_image, batch_size, 
             for lo in range(0, len(perm), batch_size):
                 b = perm[lo:lo + batch_size]
                 logits = student(train.images[index[b]].to(device), text[b].to(device))
-                loss = contrastive_loss(logits)
+                loss = contrastive_loss(logits) if soft is None else wbce_loss(logits, soft[b][:, b])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -527,6 +562,7 @@ class EvaluationData:
     pds_real: np.ndarray | None  # (M,) image_id of the real image nearest each image prototype (ablation)
     text_features: np.ndarray  # (n_captions, d_t) caption features, rows = caption_id
     captions: pd.DataFrame
+    synthetic_similarity: np.ndarray | None = None  # (M, M) soft targets of the synthetic pairs (LoRS's sets)
 
 
 def load_evaluation_data(dataset_root, images: pd.DataFrame, captions: pd.DataFrame,
@@ -589,6 +625,7 @@ class TrainSettings:
     lr_step: int = 0  # lr x0.1 for the epochs after this one; 0: half-time
     full_eval_every: int = 1
     full_seeds: int = 0  # the full-data bound trains for the first full_seeds seeds only; 0: every seed
+    channels_last: bool = True  # speed only (see `Student`); False: the layout of the code before (benchmarks)
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -619,7 +656,7 @@ def run_student(ev: EvaluationData, load_encoder: Callable[[str], object], setti
     (`frozen_embedding_data`) and only a text head is trained. Returns (history with run columns, test top-5
     at the val-selected epoch)."""
     if method == "pds":
-        train = PairSet(ev.synthetic, np.arange(len(ev.synthetic), dtype=np.int64), ev.pds_text)
+        train = PairSet(ev.synthetic, np.arange(len(ev.synthetic), dtype=np.int64), ev.pds_text, ev.synthetic_similarity)
     elif method == "pds_real":
         train = PairSet(ev.train_images, ev.train_row.loc[ev.pds_real].to_numpy(np.int64), ev.pds_text)
     else:
@@ -637,7 +674,7 @@ def run_student(ev: EvaluationData, load_encoder: Callable[[str], object], setti
     result = train_student(encoder, train, ev.val, ev.test, epochs, settings.lr, settings.lr_image,
                            settings.batch_size, every, seed, device=settings.device,
                            eval_batch_size=settings.eval_batch_size, one_per_image=full and settings.full_one_per_image,
-                           lr_step=0 if full else settings.lr_step)
+                           lr_step=0 if full else settings.lr_step, channels_last=settings.channels_last)
     hist = result.history
     n_train = len(np.unique(train.image_index)) if full and settings.full_one_per_image else len(train)
     for i, (col, value) in enumerate((("protocol", settings.protocol), ("method", method),
@@ -814,8 +851,9 @@ def rmean_grid(metrics: dict, selected_on: str = "val") -> pd.DataFrame:
         list(dict.fromkeys(zip(df["protocol"], df["image_encoder"], strict=True))), names=["protocol", "image_encoder"]))
 
 
-def save_outputs(out_dir, runs: pd.DataFrame, metrics: dict) -> None:
-    """results/evaluate/: runs.csv (every evaluation of every run) and metrics.json."""
+def save_outputs(out_dir, runs: pd.DataFrame, metrics: dict | None = None) -> None:
+    """results/evaluate/: runs.csv (every evaluation of every run) and metrics.json (unless None)."""
     out = Path(out_dir)
     data.atomic_write(out / "runs.csv", lambda tmp: runs.to_csv(tmp, index=False, float_format="%.4f"))
-    data.save_json(out / "metrics.json", metrics)
+    if metrics is not None:
+        data.save_json(out / "metrics.json", metrics)

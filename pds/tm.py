@@ -22,7 +22,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pds import data, paths
-from pds.evaluate import TEMPERATURE, PairSet, ProjectionHead, contrastive_loss, epoch_order
+from pds.evaluate import TEMPERATURE, PairSet, ProjectionHead, contrastive_loss, epoch_order, wbce_loss
 
 METHODS = ("tm", "lors")  # tm: MTT-VL (trajectory matching), lors: + learned low-rank similarity
 EXPERTS_NPY, EXPERTS_JSON = "experts.npy", "experts.json"
@@ -284,21 +284,6 @@ class LowRankSimilarity(nn.Module):
         a, left, right = (self.diag, self.left, self.right) if idx is None else \
             (self.diag[idx], self.left[idx], self.right[idx])
         return torch.diag(a) + left @ right.T * (self.alpha / self.rank)
-
-
-def wbce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """LoRS's weighted BCE on (B, B) logits against soft targets (silicx/LoRS_Distill
-    `src/similarity_mining.py`, MultilabelContrastiveLoss `WBCE`): elementwise BCE of sigmoid(logits),
-    averaged separately over the positive (target > 0.5) and the negative entries, then the two means
-    averaged, so the B positives weigh as much as the B^2 - B negatives. log-sigmoid replaces the
-    reference's log(p + 1e-6): the same loss without the floor at |logit| > 14."""
-    loss = -(target * F.logsigmoid(logits) + (1 - target) * F.logsigmoid(-logits))
-    pos = (target > 0.5).detach()
-    zero = torch.zeros((), dtype=loss.dtype)
-    # exact means (the reference adds 1e-6 to the counts instead; the same unless a side is empty)
-    pos_mean = torch.where(pos, loss, zero).sum() / pos.sum().clamp_min(1)
-    neg_mean = torch.where(~pos, loss, zero).sum() / (~pos).sum().clamp_min(1)
-    return (pos_mean + neg_mean) / 2
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 """The tm_evaluate stage: students trained on the MTT-VL (`tm`) and LoRS (`lors`) sets of the tm stage, with
-exactly the students, seeds, epoch selection and both protocols of the evaluate stage (`pds.evaluate`), so
-their rows sit beside PDS's in the same tables (README, cross-architecture).
+exactly the students, seeds, epoch selection and both protocols of the evaluate stage (`pds.evaluate`). It
+writes their runs (results/tm_evaluate/runs.csv); the evaluate stage summarises them with its own, so the
+`tm` and `lors` rows sit beside PDS's in one metrics.json and one cross-architecture table.
 
     python -m pds.tm_evaluate --tm-dir data/tm --out results/tm_evaluate
 
 A distilled pair is (learned pixels, learned text embedding in the student's text space), as in MTT-VL / LoRS.
 Under the paper's protocol the text side must be CLIP's: there each pair's text is the CLIP embedding of the
-real training caption nearest its learned text (the same caption the set's table names). LoRS is trained with
-InfoNCE like every other set here; its learned similarity matrix (LoRS's soft targets) is not used by the
-students yet, which the README states.
+real training caption nearest its learned text (the same caption the set's table names). LoRS's students
+train with its learned similarity as soft targets and its WBCE loss (LoRS `evaluate_synset_with_similarity`),
+under both protocols: the similarity is part of the distilled set. MTT-VL's train with InfoNCE.
 """
 
 import argparse
@@ -27,29 +28,35 @@ from pds import data, evaluate, models, paths, text_features
 METHODS = ("tm", "lors")
 
 
-def load_set(folder, image_size: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """A distilled set written by `python -m pds.tm distill`: images (M, 3, S, S) uint8, learned text (M, d_t)
-    and the caption_id (M,) of the real training caption nearest each learned text."""
+def load_set(folder, image_size: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray | None]:
+    """A distilled set written by `python -m pds.tm distill`: images (M, 3, S, S) uint8, learned text (M, d_t),
+    the caption_id (M,) of the real training caption nearest each learned text, and the learned similarity
+    (M, M) (LoRS; None for MTT-VL)."""
     folder = Path(folder)
     table = data.load_table(folder / "synthetic.parquet")
     text = data.load_npy(folder / "text.npy")
     if len(text) != len(table):
         raise ValueError(f"{folder}: {len(table)} images but {len(text)} text embeddings; re-run the tm stage.")
+    sim_file = folder / "similarity.npy"
+    similarity = data.load_npy(sim_file).astype(np.float32) if sim_file.is_file() else None
+    if similarity is not None and similarity.shape != (len(table), len(table)):
+        raise ValueError(f"{sim_file}: shape {similarity.shape} for {len(table)} pairs; re-run the tm stage.")
     images = evaluate.load_images(folder, table["file"].tolist(), image_size)
-    return images, text.astype(np.float32), table["caption_id"].to_numpy(np.int64)
+    return images, text.astype(np.float32), table["caption_id"].to_numpy(np.int64), similarity
 
 
 def evaluate_sets(ev: evaluate.EvaluationData, sets: dict, clip_text: np.ndarray, student_text: np.ndarray,
                   encoder_names, load_encoder, seeds, settings: dict, workers: int = 1) -> pd.DataFrame:
     """One student per protocol x set x encoder x seed, trained by `pds.evaluate.run_evaluation` as the
-    distilled set `pds` is, then labelled with the set's name. sets: name -> (images, text, caption_id)."""
+    distilled set `pds` is, then labelled with the set's name. sets: name -> (images, text, caption_id,
+    similarity or None)."""
     runs = []
     for protocol, s in settings.items():
-        for name, (images, text, caption_id) in sets.items():
+        for name, (images, text, caption_id, similarity) in sets.items():
             target = text if protocol == "field" else clip_text[caption_id]
             space = student_text if protocol == "field" else clip_text
             ev_p = evaluate.with_text(ev, space, target)
-            ev_p = replace(ev_p, synthetic=images)
+            ev_p = replace(ev_p, synthetic=images, synthetic_similarity=similarity)
             r, _ = evaluate.run_evaluation(ev_p, ["pds"], encoder_names, load_encoder, None, None, len(images), seeds,
                                            s, workers, progress=paths.progress())
             runs.append(r.assign(method=name))
@@ -95,8 +102,8 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     runs = evaluate_sets(ev, sets, clip_text, student_text, encoder_names, load_encoder, seeds, settings,
                          evaluate.default_workers(device))
-    metrics = evaluate.summarise(runs, str(base["dataset"]), int(base["n_pairs"]), list(METHODS))
-    evaluate.save_outputs(paths.resolve(args.out), runs, metrics)
+    evaluate.save_outputs(paths.resolve(args.out), runs)  # summarised by the evaluate stage, with PDS's runs
+    (paths.resolve(args.out) / "metrics.json").unlink(missing_ok=True)  # written here before; now evaluate's
     print(f"wrote {args.out}: {runs.groupby(['protocol', 'method', 'image_encoder', 'seed']).ngroups} students in "
           f"{(time.perf_counter() - start) / 60:.1f} min")
 

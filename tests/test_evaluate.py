@@ -154,6 +154,49 @@ def test_training_is_deterministic_and_learns_a_tiny_problem():
     assert runs[0].test_top.shape == (len(split.txt2img), 5)
 
 
+def _conv_encoder(size=4):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GroupNorm(4, 4), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten())
+    return ImageEncoder(model, "tiny-conv", 4 * (size // 2) ** 2, size, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "")
+
+
+def test_channels_last_changes_speed_not_results():
+    split = _tiny_problem()
+    train = evaluate.PairSet(split.images, split.txt2img, split.text)
+    h = [evaluate.train_student(_conv_encoder(), train, split, split, epochs=10, lr=0.1, lr_image=0.1, batch_size=8,
+                                eval_every=5, seed=3, channels_last=cl).history for cl in (False, True)]
+    # the same arithmetic in another order: equal within float rounding, not bit for bit
+    np.testing.assert_allclose(h[0]["loss"].to_numpy(), h[1]["loss"].to_numpy(), rtol=1e-4, equal_nan=True)
+    assert h[0]["r_mean"].tolist() == h[1]["r_mean"].tolist()
+
+
+def test_soft_targets_train_with_wbce_on_each_batch_block(monkeypatch):
+    split = _tiny_problem()
+    n = len(split.txt2img)
+    seen = []
+    real = evaluate.wbce_loss
+
+    def spy(logits, target):
+        seen.append(target.clone())
+        return real(logits, target)
+
+    monkeypatch.setattr(evaluate, "wbce_loss", spy)
+    soft = np.eye(n, dtype=np.float32) + 0.01 * np.arange(n * n, dtype=np.float32).reshape(n, n)
+    train = evaluate.PairSet(split.images, split.txt2img, split.text, soft)
+    soft_run = evaluate.train_student(_toy_encoder(), train, split, split, epochs=2, lr=0.1, lr_image=0.1,
+                                      batch_size=8, eval_every=1, seed=3)
+    assert len(seen) == 2 * int(np.ceil(n / 8))  # every step of both epochs
+    gen = torch.Generator().manual_seed(3)  # the first batch of the first epoch, as train_student draws it
+    b = evaluate.epoch_order(split.txt2img, gen, False)[:8].numpy()
+    np.testing.assert_array_equal(seen[0].numpy(), soft[np.ix_(b, b)])
+    hard = evaluate.train_student(_toy_encoder(), evaluate.PairSet(split.images, split.txt2img, split.text), split,
+                                  split, epochs=2, lr=0.1, lr_image=0.1, batch_size=8, eval_every=1, seed=3)
+    assert soft_run.history["loss"].iloc[-1] != hard.history["loss"].iloc[-1]  # InfoNCE without them
+    with pytest.raises(ValueError, match="soft targets are"):
+        evaluate.train_student(_toy_encoder(), evaluate.PairSet(split.images, split.txt2img, split.text, soft[:3, :3]),
+                               split, split, epochs=1, lr=0.1, lr_image=0.1, batch_size=8, eval_every=1, seed=3)
+
+
 def test_one_pair_per_image_epochs():
     image_index = np.repeat(np.arange(6), [1, 2, 3, 5, 5, 7])
     gen = torch.Generator().manual_seed(0)

@@ -1,5 +1,6 @@
 """Smoke test: notebook 05_evaluate runs under papermill (the `dvc repro` injection path) with tiny parameters
-on fabricated upstream artefacts, and writes metrics.json in the DESIGN §5 shape, runs.csv and the plots."""
+on fabricated upstream artefacts (the tm / tm_evaluate stages' too), and writes metrics.json in the DESIGN §5
+shape, with the MTT-VL / LoRS students joined, runs.csv and the plots."""
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,35 @@ from pds import data, evaluate, text_features
 from pds.paths import ROOT
 
 METHODS = ["pds", "random", "herding", "kcenter", "full", "pds_real"]
+TM_METHODS = ["tm", "lors"]
+
+
+def fake_tm(tmp, captions, rng) -> None:
+    """What the tm and tm_evaluate stages write, tiny: tmp/tm/{tm,lors}/ sets of 4 pairs and tmp/tm_runs.csv with
+    students of both protocols, 2 seeds, the notebook's epochs (field 2, paper 3)."""
+    train = captions[captions.split == "train"].caption_id.to_numpy()
+    for m in TM_METHODS:
+        folder = tmp / "tm" / m
+        for g in range(4):
+            data.save_png(folder / f"{g:04d}.png", Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)))
+        data.save_table(folder / "synthetic.parquet", pd.DataFrame({
+            "file": [f"{g:04d}.png" for g in range(4)], "caption": ["c"] * 4, "caption_id": train[:4],
+            "init_caption_id": train[4:8]}))
+        data.save_npy(folder / "loss.npy", np.linspace(2, 1, 30))
+        data.save_json(folder / "meta.json", {"lr_image": 0.1, "lr_text": 0.1, "settings": {"iterations": 30}})
+        if m == "lors":
+            data.save_npy(folder / "similarity.npy", np.eye(4, dtype=np.float32))
+    rows = []
+    for protocol, epochs in (("field", 2), ("paper", 3)):
+        for m in TM_METHODS:
+            for seed in (0, 1):
+                for epoch in range(epochs + 1):
+                    for split in ("val", "test"):
+                        recalls = dict(zip(evaluate.METRICS, rng.uniform(0, 50, len(evaluate.METRICS)), strict=True))
+                        rows.append({"protocol": protocol, "method": m, "image_encoder": "convnet", "seed": seed,
+                                     "n_train": 4, "epochs": epochs, "epoch": epoch, "split": split, "loss": 1.0,
+                                     **recalls, "seconds": 1.0})
+    pd.DataFrame(rows).to_csv(tmp / "tm_runs.csv", index=False)
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +71,14 @@ def ran(tmp_path_factory):
         data.save_png(tmp / "synthetic" / f"{g:03d}.png", Image.open(tmp / "raw" / "fake" / "images" / f"{g:05d}.png"))
     data.save_table(tmp / "synthetic" / "synthetic.parquet",
                     pd.DataFrame({"file": [f"{g:03d}.png" for g in range(4)], "caption": ["c"] * 4, "prototype": range(4)}))
+    fake_tm(tmp, captions, rng)
     papermill.execute_notebook(
         str(ROOT / "notebooks" / "05_evaluate.ipynb"), str(tmp / "05_evaluate.ipynb"), kernel_name="python3",
         cwd=str(ROOT), progress_bar=False,
         parameters={"embeddings_dir": str(tmp / "embeddings"), "text_features_dir": str(tmp / "text_features"),
                     "prototypes_dir": str(tmp / "prototypes"), "synthetic_dir": str(tmp / "synthetic"),
                     "dataset_root": str(tmp / "raw" / "fake"), "encoders_dir": str(tmp / "no-encoders"),
-                    "out_dir": str(tmp / "out"), "dataset": "fake", "n_pairs": 4, "methods": ",".join(METHODS),
+                    "tm_runs": str(tmp / "tm_runs.csv"), "tm_dir": str(tmp / "tm"), "out_dir": str(tmp / "out"), "dataset": "fake", "n_pairs": 4, "methods": ",".join(METHODS),
                     "image_encoders": "convnet", "pretrained": "none", "text_encoder": "fake", "epochs": 2,
                     "full_epochs": 1, "full_one_per_image": 1, "lr": 0.05, "lr_image": 0.01, "batch_size": 8, "eval_every": 1, "seeds": 2,
                     "seed": 0, "protocol": "field,paper", "paper_lr": 0.2, "paper_epochs": 3, "paper_lr_step": 2})
@@ -59,7 +90,9 @@ def test_metrics_json_has_one_entry_per_method_encoder_and_rule(ran):
     metrics = data.load_json(ran / "metrics.json")
     assert (metrics["dataset"], metrics["n_pairs"], metrics["seeds"]) == ("fake", 4, 2)
     got = [(r["protocol"], r["method"], r["image_encoder"], r["selected_on"]) for r in metrics["results"]]
-    assert got == [(p, m, "convnet", rule) for p in ("field", "paper") for m in METHODS for rule in ("val", "test")]
+    # the tm_evaluate stage's students join the table after the notebook's own methods
+    assert got == [(p, m, "convnet", rule) for p in ("field", "paper") for m in METHODS + TM_METHODS
+                   for rule in ("val", "test")]
     for r in metrics["results"]:
         assert 0 <= r["r_mean"] <= 100 and r["r_mean_std"] >= 0
         want = {"field": 1 if r["method"] == "full" else 2, "paper": 3}[r["protocol"]]
@@ -68,8 +101,9 @@ def test_metrics_json_has_one_entry_per_method_encoder_and_rule(ran):
 
 def test_runs_csv_holds_every_evaluation(ran):
     runs = pd.read_csv(ran / "runs.csv")
-    # field: 6 methods x 2 seeds; epochs 0..2 (0..1 for full), val and test each; paper: epochs 0, 1, 2, 3
-    assert len(runs) == (5 * 2 * 3 + 2 * 2) * 2 + 6 * 2 * 4 * 2
+    # field: 6 methods x 2 seeds; epochs 0..2 (0..1 for full), val and test each; paper: epochs 0, 1, 2, 3;
+    # then the 2 x 2 MTT-VL / LoRS students of each protocol
+    assert len(runs) == (5 * 2 * 3 + 2 * 2) * 2 + 6 * 2 * 4 * 2 + 2 * 2 * (3 + 4) * 2
     runs = runs[runs.protocol == "field"]
     assert set(runs.columns) >= {"method", "image_encoder", "seed", "epoch", "split", *evaluate.METRICS}
     assert runs.loc[runs.method == "full", "n_train"].iloc[0] == 24  # one caption per train image each epoch

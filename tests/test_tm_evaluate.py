@@ -1,10 +1,12 @@
 """tm_evaluate: the MTT-VL / LoRS sets are trained and scored exactly as PDS's distilled set, under both
-protocols, with CLIP's embedding of the nearest real caption as text under the paper's."""
+protocols, with CLIP's embedding of the nearest real caption as text under the paper's and LoRS's learned
+similarity as its students' soft targets."""
 
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pytest
 from fakes import tiny_evaluation_data
 from PIL import Image
 
@@ -28,13 +30,16 @@ def test_sets_train_under_both_protocols_with_the_right_text(tmp_path, monkeypat
         data.save_table(folder / "synthetic.parquet", pd.DataFrame({"file": [f"{i:04d}.png" for i in range(3)],
                                                                      "caption": ["c"] * 3, "caption_id": [1, 5, 7]}))
         data.save_npy(folder / "text.npy", rng.normal(size=(3, 6)).astype(np.float32))
+        if m == "lors":
+            data.save_npy(folder / "similarity.npy", np.eye(3, dtype=np.float32) + 0.1)
         sets[m] = tm_evaluate.load_set(folder, 32)
     assert sets["tm"][0].shape == (3, 3, 32, 32) and sets["tm"][2].tolist() == [1, 5, 7]
+    assert sets["tm"][3] is None and sets["lors"][3].shape == (3, 3)
     seen = []
     real = evaluate.run_evaluation
 
     def spy(ev_p, *args, **kwargs):
-        seen.append((args[7].protocol, ev_p.pds_text.copy()))  # args[7]: the TrainSettings
+        seen.append((args[7].protocol, ev_p.pds_text.copy(), ev_p.synthetic_similarity))  # args[7]: TrainSettings
         return real(ev_p, *args, **kwargs)
 
     monkeypatch.setattr(evaluate, "run_evaluation", spy)
@@ -47,3 +52,17 @@ def test_sets_train_under_both_protocols_with_the_right_text(tmp_path, monkeypat
     assert (runs["n_train"] == 3).all()
     np.testing.assert_array_equal(seen[0][1], sets["tm"][1])  # field: the learned text
     np.testing.assert_array_equal(seen[2][1], clip_text[[1, 5, 7]])  # paper: CLIP of the nearest caption
+    # (field, tm), (field, lors), (paper, tm), (paper, lors): LoRS's similarity travels with its set
+    assert [s is None for _, _, s in seen] == [True, False, True, False]
+    np.testing.assert_array_equal(seen[3][2], np.eye(3, dtype=np.float32) + np.float32(0.1))
+
+
+def test_a_similarity_of_the_wrong_shape_fails_with_one_line(tmp_path):
+    rng = np.random.default_rng(0)
+    data.save_png(tmp_path / "0000.png", Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)))
+    data.save_table(tmp_path / "synthetic.parquet", pd.DataFrame({"file": ["0000.png"], "caption": ["c"],
+                                                                   "caption_id": [1]}))
+    data.save_npy(tmp_path / "text.npy", np.zeros((1, 6), np.float32))
+    data.save_npy(tmp_path / "similarity.npy", np.eye(2, dtype=np.float32))
+    with pytest.raises(ValueError, match="similarity.npy: shape"):
+        tm_evaluate.load_set(tmp_path, 32)
