@@ -39,10 +39,12 @@ def thread_env(threads: int) -> dict[str, str]:
 
 def run_child(target: str, spec: dict, threads: int, extra_env: dict | None = None) -> dict:
     """Run `benchmarks.<module>.<function>(spec)` (target "module:function") in a fresh Python process with
-    `threads` threads. Returns its result dict plus `peak_rss_mib` and `process_seconds` (the whole child,
-    imports included)."""
+    `threads` threads and `extra_env` (a None value removes that variable). Returns its result dict plus
+    `peak_rss_mib` and `process_seconds` (the whole child, imports included)."""
     cmd = [sys.executable, str(RUN), "--child", target, json.dumps(spec)]
-    return _measure(cmd, thread_env(threads) | (extra_env or {}), ROOT, parse=True)  # its stderr shows live
+    env = thread_env(threads) | (extra_env or {})
+    env = {k: v for k, v in env.items() if v is not None}
+    return _measure(cmd, env, ROOT, parse=True)  # its stderr shows live
 
 
 def run_command(cmd: list[str], cwd, env: dict) -> dict:

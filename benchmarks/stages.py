@@ -192,6 +192,24 @@ def run(opts) -> dict:
                         "takes many minutes"))}
 
 
+PDS_STAGES = ("embed", "cluster", "match", "synthesize")  # what PDS itself costs, from the CLIP embeddings on
+
+
+def cost_ratio(table: list[dict]) -> list[str]:
+    """The optimisation-based baselines' cost against PDS's, from the same run: the tm stage (expert
+    trajectories, then MTT-VL and LoRS) vs PDS's embed -> synthesize (issue #20)."""
+    by = {r["stage"]: r for r in table}
+    if "tm" not in by or not all(k in by for k in PDS_STAGES):
+        return []
+    pds = sum(by[k]["seconds"]["median"] for k in PDS_STAGES)
+    pds_peak = max(by[k]["peak_rss_mib"]["median"] for k in PDS_STAGES)
+    tm = by["tm"]
+    return [f"\nTrajectory matching vs PDS, same run: `tm` (expert trajectories, then MTT-VL and LoRS) "
+            f"{tm['seconds']['median']:,.0f} s at peak {tm['peak_rss_mib']['median']:,.0f} MiB against PDS's embed -> "
+            f"synthesize {pds:,.0f} s at peak {pds_peak:,.0f} MiB: **{tm['seconds']['median'] / pds:.1f}x** the time "
+            "(toy scale; both exclude the students that evaluate them)."]
+
+
 def markdown(section: dict) -> str:
     if "skipped" in section:
         return f"*Pipeline stages: skipped ({section['skipped']})*\n"
@@ -205,6 +223,7 @@ def markdown(section: dict) -> str:
     for r in section["table"]:
         lines.append(f"| {r['stage']} | {fmt(r['seconds'])} | {fmt(r['peak_rss_mib'])} |")
     lines.append(f"| **total** | {section['total_seconds']:,.0f} | |")
+    lines += cost_ratio(section["table"])
     reasons = {}
     for name, why in section.get("stages_skipped", {}).items():
         reasons.setdefault(why, []).append(f"`{name}`")

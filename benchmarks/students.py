@@ -1,9 +1,14 @@
-"""Section `students`: student throughput of the evaluate stage, today's code against the previous one, measured
-side by side in one child process per image encoder (one thread, as the stage trains each student).
+"""Section `students`: student throughput of the evaluate stage, today's code against the code before issue #22,
+measured side by side in one child process per image encoder (one thread, as the stage trains each student).
 
-- field protocol: one student (M = 100 random real pairs, the stage's settings) evaluated with the previous
-  evaluation batch (500 images) and with today's (100: small CPU batches stay in cache); results are equal
-  within float rounding (the r_mean of both runs is recorded);
+- field protocol: one student (M = 100 random real pairs, the stage's settings) trained three ways, in a
+  rotating order: the code before #22 (evaluation batch 500 images, contiguous NCHW layout), with today's
+  evaluation batch (100: small CPU batches stay in cache) and today's code (batch 100 and channels-last
+  layout); results are equal within float rounding (the r_mean of each run is recorded);
+- the kernel pin: today's field student once more in a child without the AVX2 / Haswell pin that `make`
+  exports (pds reproducibility, README), i.e. what the pin costs or saves on this CPU;
+- vmap (the issue's suggestion, measured and not adopted): 3 students' forward + backward on one batch each,
+  one after the other against `torch.func.vmap` over their stacked parameters;
 - paper protocol: the frozen encoder embeds every image once (`frozen_embedding_data`), then students train a
   text head only; students per second include that embedding, amortised over the stage's students per encoder
   (methods x seeds), against a field-protocol student of today's code;
@@ -15,6 +20,10 @@ import sys
 import time
 
 from benchmarks.common import fmt, log, run_child, stats
+
+# field-protocol configurations: (evaluation batch, channels-last layout)
+CONFIGS = {"before #22": (500, False), "eval batch 100": (100, False), "today": (100, True)}
+PIN = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE")  # exported by make on x86-64
 
 
 def child(spec: dict) -> dict:
@@ -29,6 +38,7 @@ def child(spec: dict) -> dict:
     if spec.get("quick"):
         s |= {"epochs": 4, "eval_every": 2}
     enc_name, repeats = spec["encoder"], spec["repeats"]
+    configs = spec.get("configs", list(CONFIGS))
     emb = paths.resolve("data/embeddings")
     images, captions = data.load_table(emb / "images.parquet"), data.load_table(emb / "captions.parquet")
     clip_image, clip_text = data.load_npy(emb / "image.npy"), data.load_npy(emb / "text.npy")
@@ -41,18 +51,19 @@ def child(spec: dict) -> dict:
     size = load_encoder(enc_name).image_size
     ev = evaluate.load_evaluation_data(paths.resolve("data/raw/toyworld"), images, captions, feats, size, progress=False)
     ids = evaluate.select_pairs("random", captions, clip_image, clip_text, s["n_pairs"], s["seed"])
-    field = {}
-    for batch in ("previous", "today"):
-        field[batch] = evaluate.TrainSettings(s["epochs"], s["full_epochs"], s["lr"], s["lr_image"], s["batch_size"],
-                                              s["eval_every"], eval_batch_size=500 if batch == "previous" else 100)
-    out = {"previous": [], "today": [], "r_mean": {}}
+    field = {name: evaluate.TrainSettings(s["epochs"], s["full_epochs"], s["lr"], s["lr_image"], s["batch_size"],
+                                          s["eval_every"], eval_batch_size=CONFIGS[name][0],
+                                          channels_last=CONFIGS[name][1]) for name in configs}
+    out = {name: [] for name in configs} | {"r_mean": {}}
     for r in range(repeats):
-        for batch in (("previous", "today") if r % 2 == 0 else ("today", "previous")):
+        for name in configs[r % len(configs):] + configs[:r % len(configs)]:  # rotated: no config always first
             t = time.perf_counter()
-            hist, _ = evaluate.run_student(ev, load_encoder, field[batch], "random", enc_name, s["seed"], ids)
-            out[batch].append(time.perf_counter() - t)
-            out["r_mean"][batch] = float(hist["r_mean"].iloc[-1])
-            print(f"    {enc_name} field, eval batch of the {batch} code: {out[batch][-1]:.1f} s", file=sys.stderr)
+            hist, _ = evaluate.run_student(ev, load_encoder, field[name], "random", enc_name, s["seed"], ids)
+            out[name].append(time.perf_counter() - t)
+            out["r_mean"][name] = float(hist["r_mean"].iloc[-1])
+            print(f"    {enc_name} field, {name}: {out[name][-1]:.1f} s", file=sys.stderr)
+    if spec.get("field_only"):
+        return out
     paper = evaluate.TrainSettings(spec["paper_epochs"], spec["paper_epochs"], 0.2, 0.0, s["batch_size"],
                                    s["eval_every"], protocol="paper", lr_step=spec["paper_lr_step"])
     ev_text = evaluate.with_text(ev, clip_text, None)
@@ -66,6 +77,54 @@ def child(spec: dict) -> dict:
         paper_s.append(time.perf_counter() - t)
     out |= {"embed": embed_s, "paper": paper_s}
     return out
+
+
+def vmap_child(spec: dict) -> dict:
+    """Seconds for K students' forward + backward on one batch of 100 each: one after the other, and as one
+    `torch.func.vmap` over their stacked parameters (grad of the same InfoNCE loss)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return {name: _vmap_times(name, spec["k"], spec["repeats"]) for name in spec["encoders"]}
+
+
+def _vmap_times(name: str, k: int, repeats: int) -> dict:
+    import copy
+
+    import torch
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    from pds import evaluate, models
+
+    students = []
+    for i in range(k):
+        torch.manual_seed(i)
+        enc = models.load_image_encoder(name, "toy", "models/toyworld/toy-encoders")
+        students.append(evaluate.Student(enc.model, evaluate.ProjectionHead(384, enc.num_features), enc.mean,
+                                         enc.std).train())
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (k, 100, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    text = torch.randn(k, 100, 384, generator=gen)
+
+    def one_by_one():
+        for i, st in enumerate(students):
+            evaluate.contrastive_loss(st(x[i], text[i])).backward()
+
+    params, buffers = stack_module_state(students)
+    base = copy.deepcopy(students[0]).to("meta")
+
+    def loss(p, b, xi, ti):
+        return evaluate.contrastive_loss(functional_call(base, (p, b), (xi, ti)))
+
+    batched = vmap(grad(loss), randomness="different")
+    times = {"one_by_one": [], "vmap": []}
+    for fn, key in ((one_by_one, "one_by_one"), (lambda: batched(params, buffers, x, text), "vmap")):
+        fn()  # warm-up
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t)
+    return times
 
 
 def captions_child(spec: dict) -> dict:
@@ -98,39 +157,70 @@ def run(opts) -> dict:
     encoders = ["convnet"] if opts.quick else [e for e in ev["image_encoders"].split(",") if e]
     repeats = 1 if opts.quick else 2
     per_encoder = len([m for m in ev["methods"].split(",") if m]) * int(ev["seeds"])
+    import os
+
+    pinned = {k: os.environ[k] for k in PIN if k in os.environ}
     rows = []
     for enc in encoders:
         r = run_child("students:child", {"encoder": enc, "repeats": repeats, "quick": opts.quick,
                                          "paper_epochs": 4 if opts.quick else ev["paper_epochs"],
                                          "paper_lr_step": ev["paper_lr_step"]}, 1)
-        prev, today = r["previous"], r["today"]
+        before, today = r["before #22"], r["today"]
         paper = [p + e / per_encoder for p, e in zip(r["paper"], r["embed"], strict=True)]
-        rows.append({"encoder": enc, "previous_s": stats(prev), "today_s": stats(today),
-                     "speedup": stats([a / b for a, b in zip(prev, today, strict=True)]),
-                     "r_mean": r["r_mean"], "embed_s": stats(r["embed"]), "paper_s": stats(paper),
-                     "paper_vs_field": stats([f / p for f, p in zip(today, paper, strict=True)])})
-        log(f"  {enc}: field {fmt(rows[-1]['previous_s'])} -> {fmt(rows[-1]['today_s'])} s; paper {fmt(rows[-1]['paper_s'])} s")
+        row = {"encoder": enc, "field_s": {name: stats(r[name]) for name in CONFIGS},
+               "speedup": stats([a / b for a, b in zip(before, today, strict=True)]),
+               "r_mean": r["r_mean"], "embed_s": stats(r["embed"]), "paper_s": stats(paper),
+               "paper_vs_field": stats([f / p for f, p in zip(today, paper, strict=True)])}
+        if pinned:  # today's student once more without the pin, in its own child
+            u = run_child("students:child", {"encoder": enc, "repeats": repeats, "quick": opts.quick,
+                                             "configs": ["today"], "field_only": True}, 1, {k: None for k in PIN})
+            row["unpinned_s"] = stats(u["today"])
+            row["unpinned_r_mean"] = u["r_mean"]["today"]
+        rows.append(row)
+        log(f"  {enc}: field {fmt(row['field_s']['before #22'])} -> {fmt(row['field_s']['today'])} s; "
+            f"paper {fmt(row['paper_s'])} s")
+    vm = run_child("students:vmap_child", {"k": 3, "encoders": ["convnet", "vit"] if not opts.quick else ["convnet"],
+                                           "repeats": 3 if not opts.quick else 1}, 1)
     cap = run_child("students:captions_child", {"n": 500 if opts.quick else 4000, "repeats": repeats,
                                                 "threads": opts.threads or 2}, opts.threads)
     return {"rows": rows, "students_per_encoder": per_encoder, "captions": cap, "repeats": repeats,
-            "paper_epochs": ev["paper_epochs"]}
+            "paper_epochs": ev["paper_epochs"], "pin": pinned,
+            "vmap": {e: {"one_by_one_s": stats(t["one_by_one"]), "vmap_s": stats(t["vmap"]),
+                         "speedup": stats([a / b for a, b in zip(t["one_by_one"], t["vmap"], strict=True)])}
+                     for e, t in vm.items() if e != "peak_rss_mib" and e != "process_seconds"}}
 
 
 def markdown(section: dict) -> str:
     if "skipped" in section:
         return f"*Students: skipped ({section['skipped']})*\n"
+    if "field_s" not in section["rows"][0]:
+        return "*Students: figures from an older harness; rerun `python benchmarks/run.py --only students`.*\n"
     lines = ["**Students** (one thread each, M = 100 random pairs, the stage's settings; "
-             f"{section['repeats']} runs each, side by side): seconds per student, field protocol with the previous "
-             "evaluation batch (500 images) and today's (100), and the paper protocol (its frozen-encoder embedding "
-             f"of every image amortised over the {section['students_per_encoder']} students per encoder).", "",
-             "| image encoder | field, previous (s) | field, today (s) | today / previous speed | r_mean previous / today "
-             "| embed once (s) | paper student (s) | paper / field speed |",
+             f"{section['repeats']} runs each, side by side, rotated): seconds per field-protocol student with the code "
+             "before issue #22 (evaluation batch 500, contiguous layout), with today's evaluation batch (100) alone, and "
+             "today's (batch 100, channels-last); the paper protocol (its frozen-encoder embedding of every image "
+             f"amortised over the {section['students_per_encoder']} students per encoder).", "",
+             "| image encoder | before #22 (s) | eval batch 100 (s) | today (s) | today / before speed | r_mean before / "
+             "today | paper student (s) | paper / field speed |",
              "|---|---|---|---|---|---|---|---|"]
     for r in section["rows"]:
-        rm = r["r_mean"]
-        lines.append(f"| {r['encoder']} | {fmt(r['previous_s'])} | {fmt(r['today_s'])} | {fmt(r['speedup'])} | "
-                     f"{rm['previous']:.2f} / {rm['today']:.2f} | {fmt(r['embed_s'])} | {fmt(r['paper_s'])} | "
+        f, rm = r["field_s"], r["r_mean"]
+        lines.append(f"| {r['encoder']} | {fmt(f['before #22'])} | {fmt(f['eval batch 100'])} | {fmt(f['today'])} | "
+                     f"{fmt(r['speedup'])} | {rm['before #22']:.2f} / {rm['today']:.2f} | {fmt(r['paper_s'])} | "
                      f"{fmt(r['paper_vs_field'])} |")
+    if section.get("pin") and "unpinned_s" in section["rows"][0]:
+        pin = ", ".join(f"{k}={v}" for k, v in section["pin"].items())
+        cells = "; ".join(f"{r['encoder']} {fmt(r['field_s']['today'])} pinned vs {fmt(r['unpinned_s'])} unpinned "
+                          f"(r_mean {r['r_mean']['today']:.2f} / {r['unpinned_r_mean']:.2f})" for r in section["rows"])
+        lines.append(f"\nThe kernel pin ({pin}, exported by `make` for byte-identical results across x86-64 CPUs), "
+                     f"today's field student, seconds: {cells}.")
+    vm = section.get("vmap") or {}
+    if vm:
+        cells = "; ".join(f"{e} {fmt(v['one_by_one_s'])} s one by one vs {fmt(v['vmap_s'])} s with vmap "
+                          f"(speed {fmt(v['speedup'])})" for e, v in vm.items())
+        lines.append(f"\nvmap over 3 students (forward + backward, 100 pairs each; not adopted): {cells}. On the CPU "
+                     "the students' convolutions and matrix products are already compute-bound at batch 100, so "
+                     "batching them saves only Python overhead, which vmap's batching rules more than spend.")
     c = section["captions"]
     per_s = stats([c["sample"] / t for t in c["seconds"]])
     lines.append(f"\nCaptions: {c['n_distinct']:,} distinct of {c['n_captions']:,} ({c['n_distinct'] / c['n_captions']:.1%}), "
