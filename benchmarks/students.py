@@ -94,13 +94,13 @@ def _vmap_times(name: str, k: int, repeats: int) -> dict:
     import torch
     from torch.func import functional_call, grad, stack_module_state, vmap
 
-    from pds import evaluate, models
+    from pds import contrastive, models
 
     students = []
     for i in range(k):
         torch.manual_seed(i)
         enc = models.load_image_encoder(name, "toy", "models/toyworld/toy-encoders")
-        students.append(evaluate.Student(enc.model, evaluate.ProjectionHead(384, enc.num_features), enc.mean,
+        students.append(contrastive.Student(enc.model, contrastive.ProjectionHead(384, enc.num_features), enc.mean,
                                          enc.std).train())
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (k, 100, 3, 32, 32), dtype=torch.uint8, generator=gen)
@@ -108,13 +108,13 @@ def _vmap_times(name: str, k: int, repeats: int) -> dict:
 
     def one_by_one():
         for i, st in enumerate(students):
-            evaluate.contrastive_loss(st(x[i], text[i])).backward()
+            contrastive.contrastive_loss(st(x[i], text[i])).backward()
 
     params, buffers = stack_module_state(students)
     base = copy.deepcopy(students[0]).to("meta")
 
     def loss(p, b, xi, ti):
-        return evaluate.contrastive_loss(functional_call(base, (p, b), (xi, ti)))
+        return contrastive.contrastive_loss(functional_call(base, (p, b), (xi, ti)))
 
     batched = vmap(grad(loss), randomness="different")
     times = {"one_by_one": [], "vmap": []}

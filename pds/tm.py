@@ -22,7 +22,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pds import data, paths
-from pds.evaluate import TEMPERATURE, PairSet, ProjectionHead, contrastive_loss, epoch_order, wbce_loss
+from pds.contrastive import TEMPERATURE, PairSet, ProjectionHead, contrastive_loss, epoch_order, wbce_loss
 
 METHODS = ("tm", "lors")  # tm: MTT-VL (trajectory matching), lors: + learned low-rank similarity
 EXPERTS_NPY, EXPERTS_JSON = "experts.npy", "experts.json"
@@ -33,7 +33,7 @@ EXPERTS_NPY, EXPERTS_JSON = "experts.npy", "experts.json"
 
 class DualEncoder(nn.Module):
     """Image encoder + text projection head on *normalised* float pixels: (B, 3, S, S), (B, d_t) -> (B, B)
-    logits = cosine / temperature (the field's student, `pds.evaluate.Student`, whose parameter names
+    logits = cosine / temperature (the field's student, `pds.contrastive.Student`, whose parameter names
     `image_encoder.*` / `text_head.*` it shares). Synthetic pixels live in the normalised space, as in the
     references, so their learning rate means the same as there."""
 
@@ -206,7 +206,7 @@ def train_experts(load_encoder: Callable[[], object], train: PairSet, n_experts:
     from its own seed. Protocol of the references' `buffer.py`: trainable image encoder, frozen text
     features `train.text` (N, d_t), ProjectionHead, symmetric InfoNCE at temperature 0.07, SGD with
     lr_image / lr_text (defaults 0.1 / 0.1, momentum 0, weight decay 0, constant lr, batch 128). An epoch is
-    every pair (or, one_per_image, every image with one of its captions; `pds.evaluate.epoch_order`).
+    every pair (or, one_per_image, every image with one of its captions; `pds.contrastive.epoch_order`).
     Deterministic from `seed` (the global torch RNG is left as it was); workers > 1 trains experts in that
     many single-threaded spawned processes (load_encoder must then be picklable, e.g. a functools.partial),
     with the same result as workers = 1 run single-threaded. Returns Experts, params (E, T+1, P).

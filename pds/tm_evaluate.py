@@ -90,14 +90,7 @@ def main(argv=None) -> None:
     if n_pairs != {int(base["n_pairs"])}:
         raise ValueError(f"the tm sets hold {sorted(n_pairs)} pairs but base.n_pairs = {base['n_pairs']}; re-run the tm stage.")
     device, eval_bs = paths.device(), paths.batch_size(100)
-    settings = {
-        "field": evaluate.TrainSettings(e["epochs"], e["full_epochs"], e["lr"], e["lr_image"], e["batch_size"],
-                                        e["eval_every"], bool(e["full_one_per_image"]), device, eval_bs),
-        "paper": evaluate.TrainSettings(e["paper_epochs"], e["paper_epochs"], e["paper_lr"], 0.0, e["batch_size"],
-                                        e["eval_every"], bool(e["full_one_per_image"]), device, eval_bs,
-                                        protocol="paper", lr_step=e["paper_lr_step"], full_eval_every=e["eval_every"]),
-    }
-    settings = {k: v for k, v in settings.items() if k in e["protocol"].split(",")}
+    settings = evaluate.protocol_settings([p for p in e["protocol"].split(",") if p], e, device, eval_bs)
     seeds = [int(base["seed"]) + i for i in range(int(e["seeds"]))]
     start = time.perf_counter()
     runs = evaluate_sets(ev, sets, clip_text, student_text, encoder_names, load_encoder, seeds, settings,

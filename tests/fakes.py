@@ -111,3 +111,15 @@ def tiny_evaluation_data(rng, n: int = 20, image_size: int = 32, d_text: int = 6
         test=evaluate.retrieval_set(images, captions, feats, "test", pixels[16:]),
         synthetic=pixels[:3], pds_text=feats[:3], pds_real=np.array([0, 5, 7]), text_features=feats, captions=captions)
     return ev, feats
+
+
+def bn_encoder():
+    """A tiny image encoder with BatchNorm (4x4 images -> 8 features), whose eval and train modes differ."""
+    import torch
+    from torch import nn
+
+    from pds.models import ImageEncoder
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 8), nn.BatchNorm1d(8))
+    return ImageEncoder(model, "tiny", 8, 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "")

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pds import calibrate, data
+from pds import calibrate, contrastive, data
 from pds.toy import world
 
 
@@ -88,7 +88,7 @@ def test_train_baselines_trains_random_at_both_budgets_for_every_seed_and_full_f
         calls.append((method, seed, len(ids)))
         hist = pd.DataFrame([{"protocol": "field", "method": method, "image_encoder": encoder, "seed": seed,
                               "n_train": 600 if method == "full" else len(ids), "epochs": 1, "epoch": 0,
-                              "split": split, "loss": 0.0, "seconds": 0.0, **dict.fromkeys(evaluate.METRICS, 1.0)}
+                              "split": split, "loss": 0.0, "seconds": 0.0, **dict.fromkeys(contrastive.METRICS, 1.0)}
                              for split in ("val", "test")])
         return hist, None
 

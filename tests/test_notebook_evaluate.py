@@ -9,7 +9,7 @@ import pytest
 from fakes import make_fake_dataset, make_fake_embeddings
 from PIL import Image
 
-from pds import data, evaluate, text_features
+from pds import contrastive, data, text_features
 from pds.paths import ROOT
 
 METHODS = ["pds", "random", "herding", "kcenter", "full", "pds_real"]
@@ -37,7 +37,7 @@ def fake_tm(tmp, captions, rng) -> None:
             for seed in (0, 1):
                 for epoch in range(epochs + 1):
                     for split in ("val", "test"):
-                        recalls = dict(zip(evaluate.METRICS, rng.uniform(0, 50, len(evaluate.METRICS)), strict=True))
+                        recalls = dict(zip(contrastive.METRICS, rng.uniform(0, 50, len(contrastive.METRICS)), strict=True))
                         rows.append({"protocol": protocol, "method": m, "image_encoder": "convnet", "seed": seed,
                                      "n_train": 4, "epochs": epochs, "epoch": epoch, "split": split, "loss": 1.0,
                                      **recalls, "seconds": 1.0})
@@ -105,7 +105,7 @@ def test_runs_csv_holds_every_evaluation(ran):
     # then the 2 x 2 MTT-VL / LoRS students of each protocol
     assert len(runs) == (5 * 2 * 3 + 2 * 2) * 2 + 6 * 2 * 4 * 2 + 2 * 2 * (3 + 4) * 2
     runs = runs[runs.protocol == "field"]
-    assert set(runs.columns) >= {"method", "image_encoder", "seed", "epoch", "split", *evaluate.METRICS}
+    assert set(runs.columns) >= {"method", "image_encoder", "seed", "epoch", "split", *contrastive.METRICS}
     assert runs.loc[runs.method == "full", "n_train"].iloc[0] == 24  # one caption per train image each epoch
     assert (runs.loc[runs.method != "full", "n_train"] == 4).all()
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from pds import data, evaluate, text_features, tm
-from pds.evaluate import PairSet
+from pds import contrastive, data, text_features, tm
+from pds.contrastive import PairSet
 from pds.models import ImageEncoder
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -236,9 +236,9 @@ def test_lowrank_similarity_starts_as_identity_and_wbce_weighs_both_sides():
     torch.testing.assert_close(sim(), torch.eye(5))
     torch.testing.assert_close(sim(torch.tensor([3, 1])), torch.eye(2))
     logits = torch.tensor([[5.0, -5.0, -5.0], [-5.0, 5.0, -5.0], [-5.0, -5.0, 5.0]])
-    good = evaluate.wbce_loss(logits, torch.eye(3))
+    good = contrastive.wbce_loss(logits, torch.eye(3))
     assert good.item() == pytest.approx(float(-torch.nn.functional.logsigmoid(torch.tensor(5.0))), rel=1e-6)
-    assert evaluate.wbce_loss(-logits, torch.eye(3)) > 10 * good
+    assert contrastive.wbce_loss(-logits, torch.eye(3)) > 10 * good
 
 
 # ----------------------------------------------------------------------------------------------------
