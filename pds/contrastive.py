@@ -109,8 +109,7 @@ class Student(nn.Module):
     (B, D) of a frozen encoder (the paper's protocol) and pass through `image_encoder` (nn.Identity) as they
     are. Both sides leave L2-normalised, no image projection (the field's).
 
-    channels_last: pixels go through the encoder in channels-last layout (call `.to(memory_format=
-    torch.channels_last)` on the student too). Speed only: the same arithmetic in another order, so results
+    channels_last: the encoder's weights and the pixels it sees are in channels-last layout. Speed only: the same arithmetic in another order, so results
     agree within float rounding; oneDNN's convolutions and pooling are faster that way on the CPU
     (`make bench`, students)."""
 
@@ -123,6 +122,8 @@ class Student(nn.Module):
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
         self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)  # the 4-d weights; `.to(device)` later keeps the layout
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) uint8 or (B, D) -> (B, D)
         x = images.float() if self.mean is None else (images.float() - self.mean) / self.std
@@ -291,8 +292,6 @@ def _train_student(encoder, train, val, test, epochs, lr, lr_image, batch_size, 
     else:
         head = ProjectionHead(train.text.shape[1], encoder.num_features)
         student = Student(encoder.model, head, encoder.mean, encoder.std, channels_last).to(device).train()
-        if channels_last:
-            student = student.to(memory_format=torch.channels_last)
         groups = [{"params": head.parameters(), "lr": lr}]
         if lr_image > 0:
             groups.append({"params": encoder.model.parameters(), "lr": lr_image})

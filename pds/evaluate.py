@@ -23,12 +23,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from pds import baselines, contrastive, data
+from pds import baselines, data
+from pds.contrastive import METRICS, PairSet, RetrievalSet, frozen_embeddings, train_student
 
 METHODS = ("pds", "random", "herding", "kcenter", "full", "pds_real")  # pds_real: an ablation, not a baseline
 PROTOCOLS = ("field", "paper")
 TEXT_TARGETS = ("prototype", "caption")
-
 
 
 def num_threads(default: int = 2) -> int:
@@ -46,28 +46,12 @@ def default_workers(device: str) -> int:
 # retrieval metrics
 
 
-
-
 # ----------------------------------------------------------------------------------------------------
 # the student
 
 
-
-
-
-
-
-
-
-
-
-
 # ----------------------------------------------------------------------------------------------------
 # data held in memory
-
-
-
-
 
 
 def load_images(root, rel_paths: Sequence[str], image_size: int, progress: bool = False) -> torch.Tensor:
@@ -83,8 +67,8 @@ def load_images(root, rel_paths: Sequence[str], image_size: int, progress: bool 
 
 
 def retrieval_set(images: pd.DataFrame, captions: pd.DataFrame, text_features: np.ndarray, split: str,
-                  pixels: torch.Tensor) -> contrastive.RetrievalSet:
-    """The `split` rows of the images / captions tables as a contrastive.RetrievalSet; `pixels` (n_split_images, 3, S, S)
+                  pixels: torch.Tensor) -> RetrievalSet:
+    """The `split` rows of the images / captions tables as a RetrievalSet; `pixels` (n_split_images, 3, S, S)
     are the split's images in table order, text_features (n_captions, d_t) are indexed by caption_id."""
     img = images[images["split"] == split]
     cap = captions[captions["split"] == split]
@@ -99,7 +83,7 @@ def retrieval_set(images: pd.DataFrame, captions: pd.DataFrame, text_features: n
                          f"{int(cap['caption_id'][missing].iloc[0])}) point to images that are not in the {split} "
                          "split of the images table; the embeddings tables are inconsistent (re-run embed).")
     txt2img = row.loc[cap["image_id"].to_numpy()].to_numpy(np.int64)
-    return contrastive.RetrievalSet(pixels, np.asarray(text_features[cap["caption_id"].to_numpy()], np.float32), txt2img)
+    return RetrievalSet(pixels, np.asarray(text_features[cap["caption_id"].to_numpy()], np.float32), txt2img)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -249,20 +233,6 @@ def nearest_real_images(prototype_image: np.ndarray, clip_image: np.ndarray, ima
 # training and evaluating one student
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # ----------------------------------------------------------------------------------------------------
 # the whole comparison
 
@@ -273,8 +243,8 @@ class EvaluationData:
 
     train_images: torch.Tensor  # (n_train_images, 3, S, S) uint8, rows in train-table order
     train_row: pd.Series  # image_id -> row of train_images
-    val: contrastive.RetrievalSet
-    test: contrastive.RetrievalSet
+    val: RetrievalSet
+    test: RetrievalSet
     synthetic: torch.Tensor | None  # (M, 3, S, S) uint8 distilled images
     pds_text: np.ndarray | None  # (M, d_t) their text targets
     pds_real: np.ndarray | None  # (M,) image_id of the real image nearest each image prototype (ablation)
@@ -312,7 +282,7 @@ def load_evaluation_data(dataset_root, images: pd.DataFrame, captions: pd.DataFr
         synthetic=syn, pds_text=pds_text, pds_real=pds_real, text_features=text_features, captions=captions)
 
 
-def pair_set(ev: EvaluationData, caption_ids: np.ndarray) -> contrastive.PairSet:
+def pair_set(ev: EvaluationData, caption_ids: np.ndarray) -> PairSet:
     """Real training pairs by caption id: their images and their captions' features."""
     caption_ids = np.asarray(caption_ids, dtype=np.int64)
     image_ids = ev.captions["image_id"].to_numpy()[caption_ids]
@@ -320,7 +290,7 @@ def pair_set(ev: EvaluationData, caption_ids: np.ndarray) -> contrastive.PairSet
     if missing.any():
         raise ValueError(f"caption {int(caption_ids[missing][0])} is not a train-split pair (its image is not "
                          "a train image); coresets must come from the train split.")
-    return contrastive.PairSet(ev.train_images, ev.train_row.loc[image_ids].to_numpy(np.int64), ev.text_features[caption_ids])
+    return PairSet(ev.train_images, ev.train_row.loc[image_ids].to_numpy(np.int64), ev.text_features[caption_ids])
 
 
 @dataclass
@@ -367,29 +337,28 @@ def protocol_settings(protocols: Sequence[str], values, device: str = "cpu",
     missing = [k for k in SETTINGS if k not in values]
     if missing:
         raise ValueError(f"the evaluate settings lack {', '.join(missing)} (params.yaml evaluate:).")
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown or not protocols:
+        raise ValueError(f"unknown or no protocols {unknown or list(protocols)}; use {', '.join(PROTOCOLS)} "
+                         "(evaluate.protocol).")
     v = {k: values[k] for k in SETTINGS}
     common = {"batch_size": int(v["batch_size"]), "eval_every": int(v["eval_every"]), "device": device,
               "full_one_per_image": bool(v["full_one_per_image"]), "eval_batch_size": eval_batch_size,
               "full_seeds": int(v["full_seeds"])}
-    made = {"field": lambda: TrainSettings(int(v["epochs"]), int(v["full_epochs"]), float(v["lr"]), float(v["lr_image"]),
-                                           **common),
-            "paper": lambda: TrainSettings(int(v["paper_epochs"]), int(v["paper_epochs"]), float(v["paper_lr"]), 0.0,
-                                           protocol="paper", lr_step=int(v["paper_lr_step"]),
-                                           full_eval_every=int(v["eval_every"]), **common)}
-    unknown = [p for p in protocols if p not in made]
-    if unknown or not protocols:
-        raise ValueError(f"unknown or no protocols {unknown or list(protocols)}; use {', '.join(PROTOCOLS)} (evaluate.protocol).")
-    return {p: made[p]() for p in protocols}
+    field = TrainSettings(int(v["epochs"]), int(v["full_epochs"]), float(v["lr"]), float(v["lr_image"]), **common)
+    paper = TrainSettings(int(v["paper_epochs"]), int(v["paper_epochs"]), float(v["paper_lr"]), 0.0, protocol="paper",
+                          lr_step=int(v["paper_lr_step"]), full_eval_every=int(v["eval_every"]), **common)
+    return {p: {"field": field, "paper": paper}[p] for p in protocols}
 
 
 def frozen_embedding_data(ev: EvaluationData, encoder, batch_size: int = 500) -> EvaluationData:
     """`ev` with every image (train, val, test, synthetic) replaced by its embedding (n, D) under the frozen
-    encoder (`contrastive.frozen_embeddings`): computed once per encoder, shared by every student of the paper's protocol."""
+    encoder (`frozen_embeddings`): computed once per encoder, shared by every student of the paper's protocol."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the students: results do not depend on the thread count
     try:
         def emb(pixels):
-            return None if pixels is None else contrastive.frozen_embeddings(encoder, pixels, batch_size)
+            return None if pixels is None else frozen_embeddings(encoder, pixels, batch_size)
 
         return replace(ev, train_images=emb(ev.train_images), synthetic=emb(ev.synthetic),
                        val=replace(ev.val, images=emb(ev.val.images)), test=replace(ev.test, images=emb(ev.test.images)))
@@ -404,9 +373,10 @@ def run_student(ev: EvaluationData, load_encoder: Callable[[str], object], setti
     (`frozen_embedding_data`) and only a text head is trained. Returns (history with run columns, test top-5
     at the val-selected epoch)."""
     if method == "pds":
-        train = contrastive.PairSet(ev.synthetic, np.arange(len(ev.synthetic), dtype=np.int64), ev.pds_text, ev.synthetic_similarity)
+        train = PairSet(ev.synthetic, np.arange(len(ev.synthetic), dtype=np.int64), ev.pds_text,
+                        ev.synthetic_similarity)
     elif method == "pds_real":
-        train = contrastive.PairSet(ev.train_images, ev.train_row.loc[ev.pds_real].to_numpy(np.int64), ev.pds_text)
+        train = PairSet(ev.train_images, ev.train_row.loc[ev.pds_real].to_numpy(np.int64), ev.pds_text)
     else:
         train = pair_set(ev, caption_ids)
     full = method == "full"
@@ -419,7 +389,7 @@ def run_student(ev: EvaluationData, load_encoder: Callable[[str], object], setti
             raise ValueError(f"encoder {encoder_name} expects {encoder.image_size}px images but the data were "
                              f"loaded at {ev.train_images.shape[-1]}px; evaluate encoders of one input size together.")
     start = time.perf_counter()
-    result = contrastive.train_student(encoder, train, ev.val, ev.test, epochs, settings.lr, settings.lr_image,
+    result = train_student(encoder, train, ev.val, ev.test, epochs, settings.lr, settings.lr_image,
                            settings.batch_size, every, seed, device=settings.device,
                            eval_batch_size=settings.eval_batch_size, one_per_image=full and settings.full_one_per_image,
                            lr_step=0 if full else settings.lr_step, channels_last=settings.channels_last)
@@ -509,7 +479,7 @@ def run_evaluation(ev: EvaluationData, methods: Sequence[str], encoder_names: Se
     return runs, {(settings.protocol, *t[:3]): results[t[:3]][1] for t in plan}
 
 
-def retrieval_examples(split: contrastive.RetrievalSet, texts: Sequence[str], top: np.ndarray, n: int = 4,
+def retrieval_examples(split: RetrievalSet, texts: Sequence[str], top: np.ndarray, n: int = 4,
                        seed: int = 0) -> tuple[list[str], list[list[np.ndarray]], list[int]]:
     """`n` random captions of a split with their top-k retrieved images ((H, W, 3) uint8) and the rank of
     the true image among them (-1: not in the top k), for `pds.plots.retrieval_examples`."""
@@ -562,7 +532,7 @@ def summarise(runs: pd.DataFrame, dataset: str, n_pairs: int, methods: Sequence[
                     if len(g) == 0:
                         continue
                     entry = {"method": method, "image_encoder": enc, "protocol": protocol, "selected_on": rule}
-                    entry.update({k: round(float(g[k].mean()), 2) for k in contrastive.METRICS})
+                    entry.update({k: round(float(g[k].mean()), 2) for k in METRICS})
                     entry["r_mean_std"] = round(float(g["r_mean"].std(ddof=0)), 2)
                     if g["seed"].nunique() != runs["seed"].nunique():  # fewer seeds (full_seeds): said per entry
                         entry["seeds"] = int(g["seed"].nunique())
@@ -576,7 +546,7 @@ def results_table(runs: pd.DataFrame, selected_on: str = "val", methods: Sequenc
     "mean ± std" strings over seeds, for one selection rule."""
     sel = select_epochs(runs)
     sel = sel[sel["selected_on"] == selected_on]
-    g = sel.groupby(["protocol", "image_encoder", "method"], sort=False)[list(contrastive.METRICS)]
+    g = sel.groupby(["protocol", "image_encoder", "method"], sort=False)[list(METRICS)]
     mean, std = g.mean(), g.std(ddof=0)
     table = mean.round(1).astype(str) + " ± " + std.round(1).astype(str)
     if methods:
@@ -584,6 +554,30 @@ def results_table(runs: pd.DataFrame, selected_on: str = "val", methods: Sequenc
                  for m in methods]
         table = table.reindex(pd.MultiIndex.from_tuples(index, names=table.index.names)).dropna()
     return table
+
+
+def joinable_runs(other: pd.DataFrame, protocols: Sequence[str], encoders: Sequence[str], seeds: Sequence[int],
+                  settings: dict[str, TrainSettings]) -> pd.DataFrame | None:
+    """The rows of another stage's runs (e.g. tm_evaluate's runs.csv) for these protocols and encoders, when its
+    students were trained with these seeds and each protocol's epochs, so they can join this run's tables;
+    None when they were not (a lesson with other settings) or nothing is left."""
+    rows = other[other["protocol"].isin(protocols) & other["image_encoder"].isin(encoders)]
+    same_seeds = sorted(rows["seed"].unique().tolist()) == sorted(seeds)
+    same_epochs = all(set(rows.loc[rows["protocol"] == p, "epochs"]) <= {settings[p].epochs} for p in protocols)
+    return rows if len(rows) and same_seeds and same_epochs else None
+
+
+def gain_grid(metrics: dict, protocol: str, encoders: Sequence[str], methods: Sequence[str],
+              reference: str = "random", selected_on: str = "val") -> pd.DataFrame:
+    """The papers' cross-architecture table as gains: r_mean of each method minus the reference method's on the
+    same student, rows `methods` (those in metrics.json, reference and full left out), columns `encoders`."""
+    rows = [r for r in metrics["results"] if r["selected_on"] == selected_on and r["protocol"] == protocol]
+    grid = pd.DataFrame(rows).pivot(index="method", columns="image_encoder", values="r_mean")
+    if reference not in grid.index:
+        raise ValueError(f"metrics.json has no {reference!r} rows under the {protocol} protocol to compare with.")
+    gain = grid - grid.loc[reference]
+    return gain.reindex(index=[m for m in methods if m in gain.index and m not in (reference, "full")],
+                        columns=list(encoders))
 
 
 def rmean_grid(metrics: dict, selected_on: str = "val") -> pd.DataFrame:

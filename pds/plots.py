@@ -281,6 +281,20 @@ def method_curves(ax, curves, marker: str = "o") -> None:
     legend_outside(ax, title="method", title_fontsize=FONTSIZE)
 
 
+def matching_loss(ax, losses: dict[str, np.ndarray], windows: int = 15) -> None:
+    """Trajectory-matching loss per iteration, one method per colour: faint, and as a running mean over
+    len / `windows` iterations (each iteration draws another expert and start epoch, so single values jump)."""
+    for method in method_order(losses):
+        loss = np.asarray(losses[method], dtype=float)
+        window = max(1, len(loss) // windows)
+        ax.plot(np.arange(len(loss)), loss, color=method_colour(method), alpha=0.3, linewidth=1)
+        ax.plot(np.arange(window - 1, len(loss)), np.convolve(loss, np.ones(window) / window, mode="valid"),
+                color=method_colour(method), linewidth=2, label=f"{method} (running mean of {window})")
+    ax.set_xlabel("matching iteration")
+    ax.set_ylabel("normalised matching loss")
+    legend_outside(ax)
+
+
 def retrieval_examples(queries: list[str], ranked: list[np.ndarray], truth: list[int],
                        cell_inches: float = 1.0, fontsize: float = FONTSIZE) -> Figure:
     """Text -> image retrieval: one row per query caption (wrapped in a column of its own, left), its top-k

@@ -28,10 +28,10 @@ from pds import data, evaluate, models, paths, text_features
 METHODS = ("tm", "lors")
 
 
-def load_set(folder, image_size: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray | None]:
+def load_set(folder, image_size: int) -> tuple[torch.Tensor, np.ndarray, pd.DataFrame, np.ndarray | None]:
     """A distilled set written by `python -m pds.tm distill`: images (M, 3, S, S) uint8, learned text (M, d_t),
-    the caption_id (M,) of the real training caption nearest each learned text, and the learned similarity
-    (M, M) (LoRS; None for MTT-VL)."""
+    its table (file, caption, caption_id = the real training caption nearest each learned text,
+    init_caption_id = the real pair it started from) and the learned similarity (M, M) (LoRS; None for MTT-VL)."""
     folder = Path(folder)
     table = data.load_table(folder / "synthetic.parquet")
     text = data.load_npy(folder / "text.npy")
@@ -42,18 +42,18 @@ def load_set(folder, image_size: int) -> tuple[torch.Tensor, np.ndarray, np.ndar
     if similarity is not None and similarity.shape != (len(table), len(table)):
         raise ValueError(f"{sim_file}: shape {similarity.shape} for {len(table)} pairs; re-run the tm stage.")
     images = evaluate.load_images(folder, table["file"].tolist(), image_size)
-    return images, text.astype(np.float32), table["caption_id"].to_numpy(np.int64), similarity
+    return images, text.astype(np.float32), table, similarity
 
 
 def evaluate_sets(ev: evaluate.EvaluationData, sets: dict, clip_text: np.ndarray, student_text: np.ndarray,
                   encoder_names, load_encoder, seeds, settings: dict, workers: int = 1) -> pd.DataFrame:
     """One student per protocol x set x encoder x seed, trained by `pds.evaluate.run_evaluation` as the
-    distilled set `pds` is, then labelled with the set's name. sets: name -> (images, text, caption_id,
-    similarity or None)."""
+    distilled set `pds` is, then labelled with the set's name. sets: name -> `load_set`'s (images, text,
+    table, similarity or None)."""
     runs = []
     for protocol, s in settings.items():
-        for name, (images, text, caption_id, similarity) in sets.items():
-            target = text if protocol == "field" else clip_text[caption_id]
+        for name, (images, text, table, similarity) in sets.items():
+            target = text if protocol == "field" else clip_text[table["caption_id"].to_numpy(np.int64)]
             space = student_text if protocol == "field" else clip_text
             ev_p = evaluate.with_text(ev, space, target)
             ev_p = replace(ev_p, synthetic=images, synthetic_similarity=similarity)
@@ -96,7 +96,6 @@ def main(argv=None) -> None:
     runs = evaluate_sets(ev, sets, clip_text, student_text, encoder_names, load_encoder, seeds, settings,
                          evaluate.default_workers(device))
     evaluate.save_outputs(paths.resolve(args.out), runs)  # summarised by the evaluate stage, with PDS's runs
-    (paths.resolve(args.out) / "metrics.json").unlink(missing_ok=True)  # written here before; now evaluate's
     print(f"wrote {args.out}: {runs.groupby(['protocol', 'method', 'image_encoder', 'seed']).ngroups} students in "
           f"{(time.perf_counter() - start) / 60:.1f} min")
 

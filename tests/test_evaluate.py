@@ -292,3 +292,28 @@ def test_full_seeds_trains_the_full_bound_for_the_first_seeds_only(monkeypatch):
     assert seeds == {"random": None, "full": 1}  # an entry says its seeds only when they are fewer than the run's
     with pytest.raises(ValueError, match="full_seeds=-1"):
         evaluate.TrainSettings(1, 1, 0.1, 0.0, 2, 1, full_seeds=-1)
+
+
+def test_joinable_runs_need_the_same_seeds_and_epochs():
+    settings = {"field": evaluate.TrainSettings(2, 1, 0.1, 0.01, 4, 1),
+                "paper": evaluate.TrainSettings(3, 3, 0.2, 0.0, 4, 1, protocol="paper")}
+    other = pd.DataFrame({"protocol": ["field", "field", "paper", "paper", "field"],
+                          "image_encoder": ["convnet", "convnet", "convnet", "convnet", "vit"],
+                          "seed": [0, 1, 0, 1, 0], "epochs": [2, 2, 3, 3, 2], "method": "tm"})
+    got = evaluate.joinable_runs(other, ["field", "paper"], ["convnet"], [0, 1], settings)
+    assert got.index.tolist() == [0, 1, 2, 3]  # the vit row is not this run's
+    assert evaluate.joinable_runs(other, ["field"], ["convnet"], [0, 1, 2], settings) is None  # other seeds
+    longer = other.assign(epochs=[5, 5, 3, 3, 5])
+    assert evaluate.joinable_runs(longer, ["field", "paper"], ["convnet"], [0, 1], settings) is None  # other epochs
+    assert evaluate.joinable_runs(other, ["field"], ["resnet"], [0, 1], settings) is None  # nothing left
+
+
+def test_gain_grid_subtracts_the_reference_on_each_student():
+    rows = [{"protocol": "field", "method": m, "image_encoder": e, "selected_on": "val", "r_mean": r}
+            for m, e, r in [("random", "a", 10.0), ("random", "b", 20.0), ("pds", "a", 12.0), ("pds", "b", 15.0),
+                            ("full", "a", 50.0), ("full", "b", 60.0), ("tm", "a", 30.0), ("tm", "b", 5.0)]]
+    grid = evaluate.gain_grid({"results": rows}, "field", ["a", "b"], ["pds", "random", "full", "tm"])
+    assert grid.index.tolist() == ["pds", "tm"] and grid.columns.tolist() == ["a", "b"]
+    assert grid.loc["pds"].tolist() == [2.0, -5.0] and grid.loc["tm"].tolist() == [20.0, -15.0]
+    with pytest.raises(ValueError, match="no 'herding' rows"):
+        evaluate.gain_grid({"results": rows}, "field", ["a"], ["pds"], reference="herding")

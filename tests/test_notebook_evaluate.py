@@ -27,6 +27,7 @@ def fake_tm(tmp, captions, rng) -> None:
         data.save_table(folder / "synthetic.parquet", pd.DataFrame({
             "file": [f"{g:04d}.png" for g in range(4)], "caption": ["c"] * 4, "caption_id": train[:4],
             "init_caption_id": train[4:8]}))
+        data.save_npy(folder / "text.npy", rng.normal(size=(4, 8)).astype(np.float32))
         data.save_npy(folder / "loss.npy", np.linspace(2, 1, 30))
         data.save_json(folder / "meta.json", {"lr_image": 0.1, "lr_text": 0.1, "settings": {"iterations": 30}})
         if m == "lors":

@@ -191,6 +191,15 @@ def test_method_curves_use_the_palette():
         ("pds", to_hex(plots.method_colour("pds"))), ("kcenter", to_hex(plots.method_colour("kcenter")))]
 
 
+
+def test_matching_loss_draws_each_method_and_its_running_mean_in_its_colour():
+    fig, ax = plt.subplots()
+    plots.matching_loss(ax, {"lors": np.linspace(2, 1, 30), "tm": np.linspace(2, 1.2, 30)})
+    lines = ax.get_lines()
+    assert [to_hex(line.get_color()) for line in lines] == [to_hex(plots.method_colour(m)) for m in
+                                                            ("tm", "tm", "lors", "lors")]
+    assert len(lines[1].get_xdata()) == 30 - 2 + 1  # a running mean over 30 // 15 = 2 iterations
+
 # ----------------------------------------------------------------------------------------------------
 # legibility
 

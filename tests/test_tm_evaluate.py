@@ -33,7 +33,7 @@ def test_sets_train_under_both_protocols_with_the_right_text(tmp_path, monkeypat
         if m == "lors":
             data.save_npy(folder / "similarity.npy", np.eye(3, dtype=np.float32) + 0.1)
         sets[m] = tm_evaluate.load_set(folder, 32)
-    assert sets["tm"][0].shape == (3, 3, 32, 32) and sets["tm"][2].tolist() == [1, 5, 7]
+    assert sets["tm"][0].shape == (3, 3, 32, 32) and sets["tm"][2]["caption_id"].tolist() == [1, 5, 7]
     assert sets["tm"][3] is None and sets["lors"][3].shape == (3, 3)
     seen = []
     real = evaluate.run_evaluation
