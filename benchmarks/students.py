@@ -19,7 +19,7 @@ measured side by side in one child process per image encoder (one thread, as the
 import sys
 import time
 
-from benchmarks.common import fmt, log, run_child, stats
+from benchmarks.common import fmt, log, ratio_stats, run_child, stats
 
 # field-protocol configurations: (evaluation batch, channels-last layout)
 CONFIGS = {"before #22": (500, False), "eval batch 100": (100, False), "today": (100, True)}
@@ -85,7 +85,7 @@ def vmap_child(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    return {name: _vmap_times(name, spec["k"], spec["repeats"]) for name in spec["encoders"]}
+    return {"encoders": {name: _vmap_times(name, spec["k"], spec["repeats"]) for name in spec["encoders"]}}
 
 
 def _vmap_times(name: str, k: int, repeats: int) -> dict:
@@ -168,9 +168,9 @@ def run(opts) -> dict:
         before, today = r["before #22"], r["today"]
         paper = [p + e / per_encoder for p, e in zip(r["paper"], r["embed"], strict=True)]
         row = {"encoder": enc, "field_s": {name: stats(r[name]) for name in CONFIGS},
-               "speedup": stats([a / b for a, b in zip(before, today, strict=True)]),
+               "speedup": ratio_stats(before, today),
                "r_mean": r["r_mean"], "embed_s": stats(r["embed"]), "paper_s": stats(paper),
-               "paper_vs_field": stats([f / p for f, p in zip(today, paper, strict=True)])}
+               "paper_vs_field": ratio_stats(today, paper)}
         if pinned:  # today's student once more without the pin, in its own child
             u = run_child("students:child", {"encoder": enc, "repeats": repeats, "quick": opts.quick,
                                              "configs": ["today"], "field_only": True}, 1, {k: None for k in PIN})
@@ -186,8 +186,7 @@ def run(opts) -> dict:
     return {"rows": rows, "students_per_encoder": per_encoder, "captions": cap, "repeats": repeats,
             "paper_epochs": ev["paper_epochs"], "pin": pinned,
             "vmap": {e: {"one_by_one_s": stats(t["one_by_one"]), "vmap_s": stats(t["vmap"]),
-                         "speedup": stats([a / b for a, b in zip(t["one_by_one"], t["vmap"], strict=True)])}
-                     for e, t in vm.items() if e != "peak_rss_mib" and e != "process_seconds"}}
+                         "speedup": ratio_stats(t["one_by_one"], t["vmap"])} for e, t in vm["encoders"].items()}}
 
 
 def markdown(section: dict) -> str:
