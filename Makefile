@@ -68,7 +68,7 @@ sweep: install  ## budgets M = 200, 500, 100 (dvc exp run each; ablations at 500
 	  $(BIN)/dvc exp run -S base.n_pairs=$$m && cp results/evaluate/metrics.json results/sweep/metrics_$$m.json || exit 1; \
 	  if [[ " $(ABLATE_AT) " == *" $$m "* ]]; then $(MAKE) ablations || exit 1; fi; \
 	done
-	$(BIN)/python -m pds.sweep results/sweep
+	$(BIN)/python -m studies.sweep results/sweep
 
 # Where PDS loses points, at the budget now in the workspace (params.yaml base.n_pairs): notebook 05 with real
 # training images at the prototypes (pds_real) and with the retrieved caption as text target; the students'
@@ -106,7 +106,7 @@ world: install  ## the pipeline on another world (WORLD=toyflickr) at each budge
 	  if [ $$m = $$first ]; then cp results/evaluate/* $$out/; cp results/notebooks/0*.ipynb $$out/notebooks/; fi; \
 	done; \
 	git checkout -- params.yaml dvc.lock results/evaluate results/notebooks; $(BIN)/dvc checkout --quiet; \
-	$(BIN)/python -m pds.sweep $$out/sweep; \
+	$(BIN)/python -m studies.sweep $$out/sweep; \
 	echo "$(WORLD): $$out (the workspace is back on params.yaml's world)"
 
 # The mismatched-pair sweep (issue #19, pds/mismatch.py): a copy of MISMATCH_WORLD in which a fraction p of the
@@ -125,14 +125,14 @@ MISMATCH ?= build/mismatch
 MISMATCH_OUT ?= results/mismatch
 
 mismatch: install $(foreach p,$(MISMATCH_RATES),$(MISMATCH_OUT)/p$(p)/metrics.json)  ## mismatched-pair sweep on toyflickr (~10 min per rate) -> results/mismatch/
-	$(BIN)/python -m pds.mismatch report $(MISMATCH_OUT) --world $(MISMATCH_WORLD)
+	$(BIN)/python -m studies.mismatch report $(MISMATCH_OUT) --world $(MISMATCH_WORLD)
 
 $(MISMATCH_OUT)/p%/metrics.json: $(BIN)/.installed
 	mkdir -p $(MISMATCH)/p$*/notebooks
-	$(BIN)/python -m pds.mismatch world --world $(MISMATCH_WORLD) --rate $* --out $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD)
+	$(BIN)/python -m studies.mismatch world --world $(MISMATCH_WORLD) --rate $* --out $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD)
 	$(call notebooks,$(MISMATCH)/p$*,$(MISMATCH_WORLD),$(MISMATCH_M),PDS_PROGRESS=0,,\
 	  -p dataset $(MISMATCH_WORLD)_p$* -p methods $(MISMATCH_METHODS) -p image_encoders $(MISMATCH_ENCODERS))
-	$(BIN)/python -m pds.mismatch diagnose --root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) --run $(MISMATCH)/p$* \
+	$(BIN)/python -m studies.mismatch diagnose --root $(MISMATCH)/p$*/raw/$(MISMATCH_WORLD) --run $(MISMATCH)/p$* \
 	  --out $(MISMATCH_OUT)/p$*/filter.json
 	cp $(MISMATCH)/p$*/evaluate/runs.csv $(MISMATCH)/p$*/evaluate/r_mean.png $(MISMATCH_OUT)/p$*/
 	cp $(MISMATCH)/p$*/evaluate/metrics.json $@  # last: a rate with metrics.json is complete
@@ -149,7 +149,7 @@ BOOK_SRC ?= results/notebooks
 BOOK_OUT ?= results/book
 
 book: install  ## static HTML book of the executed notebooks -> results/book/index.html (offline)
-	$(BIN)/python -m pds.book $(BOOK_SRC) $(BOOK_OUT)
+	$(BIN)/python -m studies.book $(BOOK_SRC) $(BOOK_OUT)
 
 # Notebooks 01-05 (and the caption features between 04 and 05) on a world outside data/ and results/, as the
 # pipeline's stages would run them (make lesson, make mismatch): $(1) the work folder (raw/<world>/ holds the world;
@@ -193,7 +193,7 @@ lesson: install  ## the five lessons on a small toy world of their own (~2.5 min
 	$(LESSON_ENV) $(BIN)/python -m pds.toy.world --out $(LESSON)/raw/toyworld --n-train 1000 --n-val 200 --n-test 200 --seed 0
 	$(call notebooks,$(LESSON),toyworld,$(LESSON_M),$(LESSON_ENV),-p n_init 1,\
 	  -p seeds 1 -p epochs 20 -p full_epochs 1 -p eval_every 5 -p paper_epochs 21 -p paper_lr_step 11)
-	$(LESSON_ENV) $(BIN)/python -m pds.book $(LESSON)/notebooks $(LESSON)/book
+	$(LESSON_ENV) $(BIN)/python -m studies.book $(LESSON)/notebooks $(LESSON)/book
 	@echo "lessons: $(LESSON)/notebooks/ (Jupyter) and $(LESSON)/book/index.html (the same as web pages)"
 
 clean-venv:
@@ -204,4 +204,4 @@ clean-venv:
 # without a download: proves the real parameters wire together, not that anything works (pds/dryrun.py).
 # About 10 minutes on 2 cores, 9-10 GB of memory at peak; outputs and report.json in build/dryrun-real/.
 dryrun-real: install  ## real architectures at random weights, stages 01-05 on 20 toy images (CPU, ~10 min) -> build/dryrun-real/
-	$(BIN)/python -m pds.dryrun --out build/dryrun-real
+	$(BIN)/python -m studies.dryrun --out build/dryrun-real

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pds import baselines, data
-from pds.contrastive import METRICS, PairSet, RetrievalSet, frozen_embeddings, train_student
+from pds.contrastive import PairSet, RetrievalSet, frozen_embeddings, train_student
 
 METHODS = ("pds", "random", "herding", "kcenter", "full", "pds_real")  # pds_real: an ablation, not a baseline
 PROTOCOLS = ("field", "paper")
@@ -493,109 +493,3 @@ def retrieval_examples(split: RetrievalSet, texts: Sequence[str], top: np.ndarra
         hits = np.flatnonzero(top[q] == split.txt2img[q])
         truth.append(int(hits[0]) if len(hits) else -1)
     return queries, ranked, truth
-
-
-# ----------------------------------------------------------------------------------------------------
-# selection and summary
-
-
-def select_epochs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per run (protocol, method, image_encoder, seed), the test metrics at the epoch with the best val
-    r_mean (selected_on = val; ties: earliest) and at the epoch with the best test r_mean (selected_on =
-    test, the figure published papers report). One row per run and selection rule."""
-    keys = ["protocol", "method", "image_encoder", "seed"]
-    test = runs[runs["split"] == "test"].set_index(keys + ["epoch"])
-    val = runs[runs["split"] == "val"].set_index(keys + ["epoch"])
-    out = []
-    for rule, source in (("val", val), ("test", test)):
-        # idxmax keeps the first maximum: the earliest epoch on ties
-        best = source["r_mean"].groupby(level=keys, sort=False).idxmax()
-        rows = test.loc[best.to_list()].reset_index()
-        rows.insert(len(keys), "selected_on", rule)
-        out.append(rows)
-    return pd.concat(out, ignore_index=True)
-
-
-def summarise(runs: pd.DataFrame, dataset: str, n_pairs: int, methods: Sequence[str] | None = None) -> dict:
-    """metrics.json (DESIGN §5): dataset, n_pairs, seeds, and per protocol x image encoder x method x
-    selection rule the mean over seeds of each recall, r_mean and r_mean_std (population std over seeds),
-    plus the epochs the students were trained for."""
-    sel = select_epochs(runs)
-    order = list(methods) if methods else list(dict.fromkeys(runs["method"]))
-    results = []
-    for protocol in dict.fromkeys(runs["protocol"]):
-        for enc in dict.fromkeys(runs["image_encoder"]):
-            for method in order:
-                for rule in ("val", "test"):
-                    g = sel[(sel["protocol"] == protocol) & (sel["method"] == method) & (sel["image_encoder"] == enc)
-                            & (sel["selected_on"] == rule)]
-                    if len(g) == 0:
-                        continue
-                    entry = {"method": method, "image_encoder": enc, "protocol": protocol, "selected_on": rule}
-                    entry.update({k: round(float(g[k].mean()), 2) for k in METRICS})
-                    entry["r_mean_std"] = round(float(g["r_mean"].std(ddof=0)), 2)
-                    if g["seed"].nunique() != runs["seed"].nunique():  # fewer seeds (full_seeds): said per entry
-                        entry["seeds"] = int(g["seed"].nunique())
-                    entry["epochs"] = int(g["epochs"].iloc[0])
-                    results.append(entry)
-    return {"dataset": dataset, "n_pairs": int(n_pairs), "seeds": int(runs["seed"].nunique()), "results": results}
-
-
-def results_table(runs: pd.DataFrame, selected_on: str = "val", methods: Sequence[str] | None = None) -> pd.DataFrame:
-    """The papers' table: rows (protocol, image_encoder, method), columns IR@1/5/10, TR@1/5/10, r_mean as
-    "mean ± std" strings over seeds, for one selection rule."""
-    sel = select_epochs(runs)
-    sel = sel[sel["selected_on"] == selected_on]
-    g = sel.groupby(["protocol", "image_encoder", "method"], sort=False)[list(METRICS)]
-    mean, std = g.mean(), g.std(ddof=0)
-    table = mean.round(1).astype(str) + " ± " + std.round(1).astype(str)
-    if methods:
-        index = [(p, e, m) for p in dict.fromkeys(sel["protocol"]) for e in dict.fromkeys(sel["image_encoder"])
-                 for m in methods]
-        table = table.reindex(pd.MultiIndex.from_tuples(index, names=table.index.names)).dropna()
-    return table
-
-
-def joinable_runs(other: pd.DataFrame, protocols: Sequence[str], encoders: Sequence[str], seeds: Sequence[int],
-                  settings: dict[str, TrainSettings]) -> pd.DataFrame | None:
-    """The rows of another stage's runs (e.g. tm_evaluate's runs.csv) for these protocols and encoders, when its
-    students were trained with these seeds and each protocol's epochs, so they can join this run's tables;
-    None when they were not (a lesson with other settings) or nothing is left."""
-    rows = other[other["protocol"].isin(protocols) & other["image_encoder"].isin(encoders)]
-    same_seeds = sorted(rows["seed"].unique().tolist()) == sorted(seeds)
-    same_epochs = all(set(rows.loc[rows["protocol"] == p, "epochs"]) <= {settings[p].epochs} for p in protocols)
-    return rows if len(rows) and same_seeds and same_epochs else None
-
-
-def gain_grid(metrics: dict, protocol: str, encoders: Sequence[str], methods: Sequence[str],
-              reference: str = "random", selected_on: str = "val") -> pd.DataFrame:
-    """The papers' cross-architecture table as gains: r_mean of each method minus the reference method's on the
-    same student, rows `methods` (those in metrics.json, reference and full left out), columns `encoders`."""
-    rows = [r for r in metrics["results"] if r["selected_on"] == selected_on and r["protocol"] == protocol]
-    grid = pd.DataFrame(rows).pivot(index="method", columns="image_encoder", values="r_mean")
-    if reference not in grid.index:
-        raise ValueError(f"metrics.json has no {reference!r} rows under the {protocol} protocol to compare with.")
-    gain = grid - grid.loc[reference]
-    return gain.reindex(index=[m for m in methods if m in gain.index and m not in (reference, "full")],
-                        columns=list(encoders))
-
-
-def rmean_grid(metrics: dict, selected_on: str = "val") -> pd.DataFrame:
-    """The full grid of metrics.json: rows method, columns (protocol, image_encoder), r_mean ± std strings --
-    every method under every protocol, so a reader sees which comparisons are like for like."""
-    rows = [r for r in metrics["results"] if r["selected_on"] == selected_on]
-    if not rows:
-        raise ValueError(f"metrics.json has no rows selected on {selected_on!r}.")
-    df = pd.DataFrame(rows)
-    df["cell"] = df["r_mean"].map("{:.1f}".format) + " ± " + df["r_mean_std"].map("{:.1f}".format)
-    grid = df.pivot(index="method", columns=["protocol", "image_encoder"], values="cell")
-    return grid.reindex(index=list(dict.fromkeys(df["method"])), columns=pd.MultiIndex.from_tuples(
-        list(dict.fromkeys(zip(df["protocol"], df["image_encoder"], strict=True))), names=["protocol", "image_encoder"]))
-
-
-def save_outputs(out_dir, runs: pd.DataFrame, metrics: dict | None = None) -> None:
-    """results/evaluate/: runs.csv (every evaluation of every run) and metrics.json (unless None)."""
-    out = Path(out_dir)
-    data.atomic_write(out / "runs.csv", lambda tmp: runs.to_csv(tmp, index=False, float_format="%.4f"))
-    if metrics is not None:
-        data.save_json(out / "metrics.json", metrics)

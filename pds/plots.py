@@ -2,7 +2,7 @@
 matplotlib Figures or draw on a given Axes, and never save or show them: the notebook decides.
 
 Conventions every figure keeps: each method has one colour (`METHOD_COLOURS`, Okabe & Ito's colour-blind-safe
-palette), the same in every notebook and in `pds.sweep`; all text is at least `MIN_FONTSIZE` points; captions
+palette), the same in every notebook and in `studies.sweep`; all text is at least `MIN_FONTSIZE` points; captions
 sit under their image in space of their own, and legends outside the data they label.
 """
 
@@ -250,19 +250,19 @@ def cosine_histograms(ax, cosines: dict[str, np.ndarray], bins: int = 60) -> Non
 
 
 # ----------------------------------------------------------------------------------------------------
-# evaluate (notebook 05) and the budget sweep (pds.sweep)
+# evaluate (notebook 05) and the budget sweep (studies.sweep)
 
 
-def rmean_bars(ax, results: list[dict], methods: list[str], encoders: list[str], legend: bool = True) -> None:
-    """Grouped bars of r_mean (mean over seeds, std as error bars): one group per image encoder, one bar per
-    method in its fixed colour. `results` are metrics.json entries of a single selection rule. The legend
+def rmean_bars(ax, table, methods: list[str], encoders: list[str], legend: bool = True) -> None:
+    """Grouped bars of r_mean (mean over seeds, sample sd as error bars): one group per image encoder, one bar
+    per method in its fixed colour. `table` is `pds.results.rows(metrics)` of one protocol. The legend
     (`legend=False`: none, e.g. on all but one panel) sits outside the axes, right of them."""
-    by = {(r["method"], r["image_encoder"]): r for r in results}
+    by = {(r["method"], r["image_encoder"]): r for r in table.to_dict("records")}
     width = 0.8 / max(len(methods), 1)
     x = np.arange(len(encoders))
     for k, method in enumerate(methods):
         mean = [by[(method, e)]["r_mean"] if (method, e) in by else np.nan for e in encoders]
-        std = [by[(method, e)]["r_mean_std"] if (method, e) in by else 0.0 for e in encoders]
+        std = [by[(method, e)]["sd"] if (method, e) in by else 0.0 for e in encoders]
         ax.bar(x + (k - (len(methods) - 1) / 2) * width, mean, width, yerr=std, capsize=3, label=method,
                color=method_colour(method))
     ax.set_xticks(x, encoders)

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 import yaml
 
-from pds import data, evaluate, models, paths, text_features
+from pds import data, evaluate, models, paths, results, text_features
 
 METHODS = ("tm", "lors")
 
@@ -95,7 +95,7 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     runs = evaluate_sets(ev, sets, clip_text, student_text, encoder_names, load_encoder, seeds, settings,
                          evaluate.default_workers(device))
-    evaluate.save_outputs(paths.resolve(args.out), runs)  # summarised by the evaluate stage, with PDS's runs
+    results.save_outputs(paths.resolve(args.out), runs)  # summarised by the evaluate stage, with PDS's runs
     print(f"wrote {args.out}: {runs.groupby(['protocol', 'method', 'image_encoder', 'seed']).ngroups} students in "
           f"{(time.perf_counter() - start) / 60:.1f} min")
 

@@ -123,3 +123,17 @@ def bn_encoder():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 8), nn.BatchNorm1d(8))
     return ImageEncoder(model, "tiny", 8, 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "")
+
+
+def metrics_tree(rows, dataset="t", n_pairs=100, seeds=3) -> dict:
+    """A metrics.json tree (pds.results) from flat rows {method, image_encoder, r_mean[, protocol, sd, n]}: every
+    recall equal to r_mean, the test-selected figures one point higher."""
+    from pds.contrastive import METRICS
+
+    tree = {"dataset": dataset, "n_pairs": n_pairs, "seeds": seeds}
+    for r in rows:
+        figures = {"sd": r.get("sd", 0.5), "n": r.get("n", seeds)}
+        entry = {**dict.fromkeys(METRICS, r["r_mean"]), **figures, "epochs": 100,
+                 "test_selected": {**dict.fromkeys(METRICS, r["r_mean"] + 1), **figures}}
+        tree.setdefault(r.get("protocol", "field"), {}).setdefault(r["method"], {})[r["image_encoder"]] = entry
+    return tree

@@ -1,12 +1,13 @@
-"""The calibration of a realistic world (pds.calibrate): knob parsing, the figures read off the runs (val-
+"""The calibration of a realistic world (studies.calibrate): knob parsing, the figures read off the runs (val-
 selected epochs, the test split never used to choose), the verdict against the target ranges, the plot."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pds import calibrate, contrastive, data
+from pds import contrastive, data
 from pds.toy import world
+from studies import calibrate
 
 
 def test_parse_knobs_builds_knobs_and_refuses_bad_entries():

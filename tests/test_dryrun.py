@@ -1,4 +1,4 @@
-"""pds.dryrun: the real-architecture dry run. Fast tests check its pure parts (the transcribed unCLIP configs and
+"""studies.dryrun: the real-architecture dry run. Fast tests check its pure parts (the transcribed unCLIP configs and
 their conditioning interface, a tiny pipeline built from them, the dataset, the commands taken from dvc.yaml);
 the slow test runs the whole dry run (about 10 minutes on 2 cores, peak ~10 GB): `pytest -m slow tests/test_dryrun.py`."""
 
@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pds import data, dryrun, models, synthesize
+from pds import data, models, synthesize
 from pds.paths import ROOT
+from studies import dryrun
 
 # narrower and shallower than the checkpoint, with its conditioning interface kept: 768-d image embeddings,
 # 1,536-d class projection, 1,024-d cross-attention (= text encoder width), 77 tokens, 8x VAE

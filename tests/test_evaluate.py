@@ -11,7 +11,7 @@ import pytest
 import torch
 from fakes import bn_encoder, tiny_evaluation_data
 
-from pds import contrastive, evaluate, models
+from pds import contrastive, evaluate, models, results
 
 
 def test_workers_give_the_same_runs_as_one_process(tmp_path):
@@ -103,47 +103,6 @@ def test_captions_without_images_are_refused():
         evaluate.retrieval_set(images, bad, feats, "test", pixels)
     with pytest.raises(ValueError, match="has 0 images"):
         evaluate.retrieval_set(images[images.split != "test"], captions, feats, "test", pixels)
-
-
-# ----------------------------------------------------------------------------------------------------
-# selection rules and metrics.json
-
-
-def _fake_runs():
-    rows = []
-    for method in ("pds", "random"):
-        for seed in (0, 1):
-            for epoch, val, test in ((0, 1.0, 1.0), (10, 5.0 + seed, 3.0), (20, 4.0, 9.0 + seed)):
-                for split, r in (("val", val), ("test", test)):
-                    m = {k: r + (1 if method == "pds" else 0) for k in contrastive.METRICS}
-                    rows.append({"protocol": "field", "method": method, "image_encoder": "convnet", "seed": seed, "n_train": 100,
-                                 "epochs": 20, "epoch": epoch, "split": split, "loss": 0.0, **m})
-    return pd.DataFrame(rows)
-
-
-def test_selection_on_val_and_on_test():
-    sel = evaluate.select_epochs(_fake_runs())
-    val = sel[(sel.selected_on == "val") & (sel.method == "random")]
-    assert val["epoch"].tolist() == [10, 10] and val["r_mean"].tolist() == [3.0, 3.0]
-    test = sel[(sel.selected_on == "test") & (sel.method == "random")]
-    assert test["epoch"].tolist() == [20, 20] and test["r_mean"].tolist() == [9.0, 10.0]
-
-
-def test_metrics_json_has_the_design_shape():
-    metrics = evaluate.summarise(_fake_runs(), "toyworld", 100, methods=["pds", "random"])
-    json.dumps(metrics, allow_nan=False)
-    assert {k: metrics[k] for k in ("dataset", "n_pairs", "seeds")} == {"dataset": "toyworld", "n_pairs": 100, "seeds": 2}
-    design = {"method", "image_encoder", "protocol", "selected_on", "IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10",
-              "r_mean", "r_mean_std"}
-    for entry in metrics["results"]:
-        assert design <= set(entry) and set(entry) - design == {"epochs"}  # "seeds" only where full_seeds cut them
-    rnd = {e["selected_on"]: e for e in metrics["results"] if e["method"] == "random"}
-    assert rnd["val"]["r_mean"] == 3.0 and rnd["val"]["r_mean_std"] == 0.0
-    assert rnd["test"]["r_mean"] == 9.5 and rnd["test"]["r_mean_std"] == 0.5
-    table = evaluate.results_table(_fake_runs(), "val", methods=["pds", "random"])
-    assert table.loc[("field", "convnet", "random"), "r_mean"] == "3.0 ± 0.0"
-    grid = evaluate.rmean_grid(metrics, "val")
-    assert grid.loc["random", ("field", "convnet")] == "3.0 ± 0.0" and list(grid.index) == ["pds", "random"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -288,32 +247,9 @@ def test_full_seeds_trains_the_full_bound_for_the_first_seeds_only(monkeypatch):
     runs, _ = evaluate.run_evaluation(SimpleNamespace(synthetic=None, pds_real=None, pds_text=None, captions=None),
                                       ["random", "full"], ["convnet"], None, None, None, 3, [42, 43, 44], settings)
     assert calls == [("random", 42), ("random", 43), ("random", 44), ("full", 42)]
-    seeds = {r["method"]: r.get("seeds") for r in evaluate.summarise(runs, "toy", 3)["results"]}
-    assert seeds == {"random": None, "full": 1}  # an entry says its seeds only when they are fewer than the run's
+    seeds = results.rows(results.summarise(runs, "toy", 3)).set_index("method")["n"].to_dict()
+    assert seeds == {"random": 3, "full": 1}  # each entry says how many seeds it averages
     with pytest.raises(ValueError, match="full_seeds=-1"):
         evaluate.TrainSettings(1, 1, 0.1, 0.0, 2, 1, full_seeds=-1)
 
 
-def test_joinable_runs_need_the_same_seeds_and_epochs():
-    settings = {"field": evaluate.TrainSettings(2, 1, 0.1, 0.01, 4, 1),
-                "paper": evaluate.TrainSettings(3, 3, 0.2, 0.0, 4, 1, protocol="paper")}
-    other = pd.DataFrame({"protocol": ["field", "field", "paper", "paper", "field"],
-                          "image_encoder": ["convnet", "convnet", "convnet", "convnet", "vit"],
-                          "seed": [0, 1, 0, 1, 0], "epochs": [2, 2, 3, 3, 2], "method": "tm"})
-    got = evaluate.joinable_runs(other, ["field", "paper"], ["convnet"], [0, 1], settings)
-    assert got.index.tolist() == [0, 1, 2, 3]  # the vit row is not this run's
-    assert evaluate.joinable_runs(other, ["field"], ["convnet"], [0, 1, 2], settings) is None  # other seeds
-    longer = other.assign(epochs=[5, 5, 3, 3, 5])
-    assert evaluate.joinable_runs(longer, ["field", "paper"], ["convnet"], [0, 1], settings) is None  # other epochs
-    assert evaluate.joinable_runs(other, ["field"], ["resnet"], [0, 1], settings) is None  # nothing left
-
-
-def test_gain_grid_subtracts_the_reference_on_each_student():
-    rows = [{"protocol": "field", "method": m, "image_encoder": e, "selected_on": "val", "r_mean": r}
-            for m, e, r in [("random", "a", 10.0), ("random", "b", 20.0), ("pds", "a", 12.0), ("pds", "b", 15.0),
-                            ("full", "a", 50.0), ("full", "b", 60.0), ("tm", "a", 30.0), ("tm", "b", 5.0)]]
-    grid = evaluate.gain_grid({"results": rows}, "field", ["a", "b"], ["pds", "random", "full", "tm"])
-    assert grid.index.tolist() == ["pds", "tm"] and grid.columns.tolist() == ["a", "b"]
-    assert grid.loc["pds"].tolist() == [2.0, -5.0] and grid.loc["tm"].tolist() == [20.0, -15.0]
-    with pytest.raises(ValueError, match="no 'herding' rows"):
-        evaluate.gain_grid({"results": rows}, "field", ["a"], ["pds"], reference="herding")

@@ -273,7 +273,7 @@ def test_make_lesson_runs_the_five_notebooks_on_its_own_small_world_and_never_to
     cluster, evaluate = calls[1][2], calls[4][2]
     assert cluster["n_clusters"] == evaluate["n_pairs"]  # notebook 05 refuses another budget than the prototypes'
     assert evaluate["seeds"] == "1" and int(evaluate["epochs"]) <= 30 and "protocol" not in evaluate  # both protocols
-    assert any("pds.book" in " ".join(w) and f"{out}/book" in w for w in commands)
+    assert any("studies.book" in " ".join(w) and f"{out}/book" in w for w in commands)
 
 
 @needs_make

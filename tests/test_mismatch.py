@@ -1,4 +1,4 @@
-"""The mismatched-pair sweep (pds.mismatch, `make mismatch`): the world copies differ from their source only in
+"""The mismatched-pair sweep (studies.mismatch, `make mismatch`): the world copies differ from their source only in
 which captions training images carry; the filter diagnostics count the known mismatched pairs; the report's
 tables, gaps and plot; the make target's commands stay in their folders and feed every notebook valid params."""
 
@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from fakes import metrics_tree
 
-from pds import data, mismatch
+from pds import data
 from pds.toy import diagnose, world
+from studies import mismatch
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
@@ -75,12 +77,10 @@ def test_diagnose_counts_the_known_mismatched_pairs(tmp_path):
 
 
 def _metrics(folder, rate, pds, random, filt=None):
-    rows = [{"method": m, "image_encoder": "convnet", "protocol": p, "selected_on": s, "r_mean": r + (s == "last"),
-             "r_mean_std": 0.5}
-            for p in ("field", "paper") for s in ("val", "last") for m, r in (("pds", pds), ("random", random),
-                                                                              ("kcenter", random - 1))]
+    rows = [{"method": m, "image_encoder": "convnet", "protocol": p, "r_mean": r}
+            for p in ("field", "paper") for m, r in (("pds", pds), ("random", random), ("kcenter", random - 1))]
     d = folder / f"p{rate}"
-    data.save_json(d / "metrics.json", {"dataset": "w", "n_pairs": 100, "seeds": 3, "results": rows})
+    data.save_json(d / "metrics.json", metrics_tree(rows, "w", 100, 3))
     if filt:
         data.save_json(d / "filter.json", filt)
 
@@ -132,7 +132,7 @@ def test_make_mismatch_keeps_to_its_folders_uses_the_worlds_models_and_valid_par
     from test_pipeline_contract import parameters_cell
 
     commands = _make_commands(tmp_path)
-    worlds = [w for w in commands if "world" in w and "pds.mismatch" in w]
+    worlds = [w for w in commands if "world" in w and "studies.mismatch" in w]
     assert [w[w.index("--rate") + 1] for w in worlds] == ["0", "0.2"]
     assert all(w[w.index("--world") + 1] == "toyflickr" for w in worlds)
     calls = [papermill_call(w) for w in commands if any(x.endswith("papermill") for x in w)]

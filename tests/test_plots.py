@@ -1,4 +1,4 @@
-"""Figure conventions of pds.plots (and pds.sweep): one colour per method, from one palette, in every figure;
+"""Figure conventions of pds.plots (and studies.sweep): one colour per method, from one palette, in every figure;
 text of at least 9 pt; captions under their images, never over them; legends outside the data."""
 
 import ast
@@ -19,8 +19,9 @@ from matplotlib.container import BarContainer, ErrorbarContainer  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pds import plots, sweep  # noqa: E402
+from pds import plots  # noqa: E402
 from pds.paths import ROOT  # noqa: E402
+from studies import sweep  # noqa: E402
 
 OKABE_ITO = {"#000000", "#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#999999"}
 METHODS = ["pds", "random", "herding", "kcenter", "full"]
@@ -40,13 +41,13 @@ def images(n, size=32, seed=0):
 
 
 def fake_results():
-    return [{"method": m, "image_encoder": e, "r_mean": 20.0 + 10 * k, "r_mean_std": 1.0}
-            for k, m in enumerate(METHODS) for e in ENCODERS]
+    return pd.DataFrame([{"method": m, "image_encoder": e, "r_mean": 20.0 + 10 * k, "sd": 1.0}
+                         for k, m in enumerate(METHODS) for e in ENCODERS])
 
 
 def fake_sweep():
     return pd.DataFrame([{"protocol": "field", "n_pairs": n, "method": m, "image_encoder": e, "r_mean": 10.0 + 5 * k + n / 100,
-                          "r_mean_std": 1.0} for n in (100, 200, 500) for k, m in enumerate(METHODS) for e in ENCODERS])
+                          "sd": 1.0, "n": 3} for n in (100, 200, 500) for k, m in enumerate(METHODS) for e in ENCODERS])
 
 
 # ----------------------------------------------------------------------------------------------------

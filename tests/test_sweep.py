@@ -1,15 +1,16 @@
 """Budget sweep collection and plot, on fabricated metrics files."""
 
 import pytest
+from fakes import metrics_tree
 
-from pds import data, sweep
+from pds import data
+from studies import sweep
 
 
 def fake_metrics(folder, m, value):
-    results = [{"method": meth, "image_encoder": enc, "selected_on": sel, "r_mean": value + i, "r_mean_std": 0.5}
-               for i, meth in enumerate(["pds", "random", "full"]) for enc in ["convnet", "vit"]
-               for sel in ["val", "test"]]
-    data.save_json(folder / f"metrics_{m}.json", {"dataset": "toyworld", "n_pairs": m, "seeds": 3, "results": results})
+    rows = [{"method": meth, "image_encoder": enc, "r_mean": value + i}
+            for i, meth in enumerate(["pds", "random", "full"]) for enc in ["convnet", "vit"]]
+    data.save_json(folder / f"metrics_{m}.json", metrics_tree(rows, "toyworld", m))
 
 
 def test_collect_and_plot(tmp_path):
@@ -25,9 +26,9 @@ def test_collect_and_plot(tmp_path):
 
 def test_protocols_are_kept_apart(tmp_path):
     for m in (100, 200):
-        results = [{"method": "pds", "image_encoder": "convnet", "protocol": p, "selected_on": "val",
-                    "r_mean": v + m, "r_mean_std": 0.5} for p, v in (("field", 1.0), ("paper", 2.0))]
-        data.save_json(tmp_path / f"metrics_{m}.json", {"dataset": "t", "n_pairs": m, "seeds": 1, "results": results})
+        rows = [{"method": "pds", "image_encoder": "convnet", "protocol": p, "r_mean": v + m}
+                for p, v in (("field", 1.0), ("paper", 2.0))]
+        data.save_json(tmp_path / f"metrics_{m}.json", metrics_tree(rows, "t", m, 1))
     df = sweep.collect(tmp_path)
     assert df[df.protocol == "paper"].r_mean.tolist() == [102.0, 202.0]
     fig = sweep.plot_budget(df)
@@ -52,10 +53,8 @@ def test_summary_tables_put_methods_in_palette_order_and_budgets_in_columns(tmp_
 
 
 def test_summary_marks_a_single_seed_instead_of_a_zero_spread(tmp_path):
-    results = [{"method": "pds", "image_encoder": "convnet", "protocol": "field", "selected_on": "val", "r_mean": 7.0,
-                "r_mean_std": 0.4},
-               {"method": "full", "image_encoder": "convnet", "protocol": "field", "selected_on": "val", "r_mean": 50.0,
-                "r_mean_std": 0.0, "seeds": 1}]
-    data.save_json(tmp_path / "metrics_100.json", {"dataset": "t", "n_pairs": 100, "seeds": 3, "results": results})
+    rows = [{"method": "pds", "image_encoder": "convnet", "r_mean": 7.0, "sd": 0.4},
+            {"method": "full", "image_encoder": "convnet", "r_mean": 50.0, "sd": 0.0, "n": 1}]
+    data.save_json(tmp_path / "metrics_100.json", metrics_tree(rows, "t", 100, 3))
     text = sweep.markdown(sweep.collect(tmp_path))
     assert "7.0 ± 0.4" in text and "50.0 (1 seed)" in text and "50.0 ±" not in text

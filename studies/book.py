@@ -1,6 +1,6 @@
 """The lessons as a static web page: an offline HTML book of the executed notebooks (`make book`).
 
-    python -m pds.book results/notebooks results/book
+    python -m studies.book results/notebooks results/book
 
 One self-contained page per lesson (figures embedded as base64; no require.js or mermaid, MathJax only on a page
 whose markdown has TeX math) with links to the previous and next lesson, and an index listing the lessons in

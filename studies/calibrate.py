@@ -1,6 +1,6 @@
 """Calibrate a realistic toy world on the baselines only, before PDS ever runs on it (issue #19).
 
-    python -m pds.calibrate --name c01 --knobs caption_mention_rate=0.5,clutter=1.5,zipf_exponent=1,n_shapes=15
+    python -m studies.calibrate --name c01 --knobs caption_mention_rate=0.5,clutter=1.5,zipf_exponent=1,n_shapes=15
 
 One candidate = one set of `pds.toy.world.Knobs`. For it this generates the world (Flickr30k-shaped, the
 default world's sizes and seed), pretrains the ConvNet student encoder on that world's scenes exactly as
@@ -13,7 +13,7 @@ Targets (Flickr30k's published figures, `../shared/research/field_numbers.md`): 
 0.06-0.14 and random@500 / full in 0.16-0.36, with full >= 40 r_mean so the task stays learnable. The
 decision reads the *val* r_mean at each run's val-selected epoch (the test split is never used to choose);
 test figures are recorded beside it. Each candidate writes `results/calibration/<name>/` (summary.json,
-runs.csv); `python -m pds.calibrate --plot` redraws `results/calibration/calibration.png` from all of them.
+runs.csv); `python -m studies.calibrate --plot` redraws `results/calibration/calibration.png` from all of them.
 Worlds, encoders and caption features are kept under `build/calibration/<name>/`, so a rerun resumes.
 """
 
@@ -184,7 +184,7 @@ def plot(out_dir="results/calibration") -> Path:
 
     runs = collect(out_dir)
     if not runs:
-        raise FileNotFoundError(f"no {out_dir}/*/summary.json yet: run python -m pds.calibrate --name ... first.")
+        raise FileNotFoundError(f"no {out_dir}/*/summary.json yet: run python -m studies.calibrate --name ... first.")
     names = [r["name"] for r in runs]
     x = np.arange(len(runs))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), constrained_layout=True)

@@ -1,6 +1,6 @@
 """Budget sweep: collect `metrics.json` of runs at several budgets M and plot r_mean against M.
 
-    make sweep    # dvc exp run -S base.n_pairs=M for M in 200, 500, 100, then: python -m pds.sweep results/sweep
+    make sweep    # dvc exp run -S base.n_pairs=M for M in 200, 500, 100, then: python -m studies.sweep results/sweep
 """
 
 import argparse
@@ -9,31 +9,17 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
-from pds import data, paths
+from pds import data, paths, results
 
 
 def collect(folder) -> pd.DataFrame:
     """One row per (protocol, n_pairs, method, image_encoder) from every `metrics_*.json` in `folder`
-    (val-selected; files written before the paper protocol existed are the field protocol's)."""
+    (val-selected)."""
     files = sorted(Path(folder).glob("metrics_*.json"))
     if not files:
         raise FileNotFoundError(f"no metrics_*.json in {folder}: run `make sweep` first.")
-    rows = [{"n_pairs": m["n_pairs"], **r} for m in map(data.load_json, files) for r in val_rows(m)]
-    return pd.DataFrame(rows).sort_values(["protocol", "method", "image_encoder", "n_pairs"], ignore_index=True)
-
-
-def val_rows(metrics: dict) -> list[dict]:
-    """The val-selected rows of a `metrics.json` (protocol, method, image_encoder, r_mean, r_mean_std, seeds);
-    files written before the paper protocol existed are the field protocol's."""
-    return [{"protocol": r.get("protocol", "field"), "method": r["method"], "image_encoder": r["image_encoder"],
-             "r_mean": r["r_mean"], "r_mean_std": r["r_mean_std"], "seeds": r.get("seeds", metrics.get("seeds"))}
-            for r in metrics["results"] if r.get("selected_on", "val") == "val"]
-
-
-def cells(df: pd.DataFrame, digits: int = 1) -> pd.Series:
-    """"r ± std" per row of `df` (columns r_mean, r_mean_std, seeds), "r (1 seed)" where one student ran."""
-    r = df.r_mean.map(f"{{:.{digits}f}}".format)
-    return (r + " ± " + df.r_mean_std.map(f"{{:.{digits}f}}".format)).where(df.seeds != 1, r + " (1 seed)")
+    rows = [results.rows(m, "val").assign(n_pairs=m["n_pairs"]) for m in map(data.load_json, files)]
+    return pd.concat(rows, ignore_index=True).sort_values(["protocol", "method", "image_encoder", "n_pairs"], ignore_index=True)
 
 
 def plot_budget(df: pd.DataFrame):
@@ -59,7 +45,7 @@ def plot_budget(df: pd.DataFrame):
             if method == "full":  # not a budget: a horizontal upper bound
                 ax.axhline(g.r_mean.mean(), color=plots.method_colour("full"), ls="--", lw=1, label="full data")
                 continue
-            ax.errorbar(g.n_pairs, g.r_mean, yerr=g.r_mean_std, marker="o", capsize=3, label=method,
+            ax.errorbar(g.n_pairs, g.r_mean, yerr=g["sd"], marker="o", capsize=3, label=method,
                         color=plots.method_colour(method))
         ax.set_xscale("log")
         ax.set_xticks(sorted(df.n_pairs.unique()), labels=[str(m) for m in sorted(df.n_pairs.unique())])
@@ -84,7 +70,7 @@ def markdown(df: pd.DataFrame) -> str:
 
     out = []
     for protocol, g in df.groupby("protocol", sort=False):
-        t = g.assign(cell=cells(g), column=g.image_encoder + " M=" + g.n_pairs.astype(str)).pivot_table(
+        t = g.assign(cell=results.cells(g), column=g.image_encoder + " M=" + g.n_pairs.astype(str)).pivot_table(
             index="method", columns="column", values="cell", aggfunc="first")
         t = t.reindex(index=plots.method_order(g.method),
                       columns=[f"{e} M={m}" for e in sorted(g.image_encoder.unique()) for m in sorted(g.n_pairs.unique())

@@ -4,8 +4,8 @@ PDS's noise filter is for), with that world's own toy models (trained at p = 0) 
 untouched. It shows how the PDS - random gap moves with noise that the filter and the averaging should remove,
 and how much of that noise the filter actually removes.
 
-    make mismatch   # for p in MISMATCH_RATES: python -m pds.mismatch world ..., notebooks 01-05, python -m
-                    # pds.mismatch diagnose ...; then python -m pds.mismatch report results/mismatch
+    make mismatch   # for p in MISMATCH_RATES: python -m studies.mismatch world ..., notebooks 01-05, python -m
+                    # studies.mismatch diagnose ...; then python -m studies.mismatch report results/mismatch
 
 Subcommands: `world` writes the copy (params.yaml's entry for the world, its mismatch_rate replaced),
 `diagnose` measures the noise filter and the matched intersections against the known mismatched pairs,
@@ -19,7 +19,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from pds import data, paths, sweep
+from pds import data, paths, results
 from pds.toy import diagnose as diagnose_toy
 from pds.toy import world
 
@@ -84,10 +84,10 @@ def collect(folder) -> tuple[pd.DataFrame, pd.DataFrame]:
     for f in runs:
         rate = float(f.parent.name[1:])
         m = data.load_json(f)
-        rows += [{"mismatch_rate": rate, **r} for r in sweep.val_rows(m)]
+        rows.append(results.rows(m, "val").assign(mismatch_rate=rate))
         if (f.parent / "filter.json").is_file():
             diags.append({"mismatch_rate": rate, **data.load_json(f.parent / "filter.json")})
-    return pd.DataFrame(rows), pd.DataFrame(diags)
+    return pd.concat(rows, ignore_index=True), pd.DataFrame(diags)
 
 
 def gaps(df: pd.DataFrame) -> pd.DataFrame:
@@ -119,7 +119,7 @@ def plot(df: pd.DataFrame, diags: pd.DataFrame):
         for method in methods:
             g = df[(df.protocol == protocol) & (df.image_encoder == enc) & (df.method == method)]
             g = g.sort_values("mismatch_rate")
-            ax.errorbar(g.mismatch_rate, g.r_mean, yerr=g.r_mean_std, marker="o", capsize=3, label=method,
+            ax.errorbar(g.mismatch_rate, g.r_mean, yerr=g["sd"], marker="o", capsize=3, label=method,
                         color=plots.method_colour(method))
         ax.set_xticks(rates)
         ax.set_title(f"{enc}, {protocol} protocol")
@@ -145,8 +145,8 @@ def summary(df: pd.DataFrame, diags: pd.DataFrame, world_name: str) -> str:
     """summary.md: r_mean per rate and method, the PDS - coreset gaps, and the filter's diagnostics."""
     from pds import plots
 
-    lines = [f"# Mismatched-pair sweep on {world_name} (written by `python -m pds.mismatch report`)", ""]
-    table = df.assign(r=sweep.cells(df, digits=2))
+    lines = [f"# Mismatched-pair sweep on {world_name} (written by `python -m studies.mismatch report`)", ""]
+    table = df.assign(r=results.cells(df, digits=2))
     table = table.pivot_table(index=["protocol", "image_encoder", "method"], columns="mismatch_rate", values="r",
                               aggfunc="first")
     table = table.rename(columns=lambda rate: f"p = {rate:g}").reset_index()

@@ -1,7 +1,7 @@
 """Real-architecture dry run: stages 01-05 end to end with the real path's parameters and architectures, at
 random weights, on ~20 toy images upscaled to Flickr-like sizes, on a CPU, without any download.
 
-    python -m pds.dryrun --out build/dryrun-real      (make dryrun-real)
+    python -m studies.dryrun --out build/dryrun-real      (make dryrun-real)
 
 What it builds and runs (no weights exist here, so every model is randomly initialised):
 
@@ -309,7 +309,7 @@ def dry_run_params(params: dict, out: Path, overrides: dict | None = None) -> di
     for key, value in values.items():
         section, name = key.split(".")
         if section not in p or name not in p[section]:
-            raise KeyError(f"params.yaml has no {key}; update pds.dryrun.OVERRIDES.")
+            raise KeyError(f"params.yaml has no {key}; update studies.dryrun.OVERRIDES.")
         p[section][name] = value.replace("<out>", str(out)) if isinstance(value, str) else value
     return p
 
