@@ -38,9 +38,9 @@ def dvc_stages() -> dict:
 
 
 def _lookup(dotted: str):
-    import yaml
+    from pds import config
 
-    v = yaml.safe_load((ROOT / "params.yaml").read_text())
+    v = config.load()
     for k in dotted.split("."):
         v = v[k]
     return v

@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
-from pds import data, evaluate, models, paths, results, text_features
+from pds import config, data, evaluate, models, paths, results, text_features
 
 METHODS = ("tm", "lors")
 
@@ -74,7 +73,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="results/tm_evaluate")
     args = p.parse_args(argv)
     torch.set_num_threads(evaluate.num_threads())
-    params = yaml.safe_load(paths.resolve(args.params).read_text())
+    params = config.load(paths.resolve(args.params))
     e, base = params["evaluate"], params["base"]
     emb = paths.resolve(args.embeddings_dir)
     images, captions = data.load_table(emb / "images.parquet"), data.load_table(emb / "captions.parquet")

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pds import data, evaluate, models, text_features
+from pds import config, data, evaluate, models, text_features
 from pds.paths import resolve
 from pds.toy import encoders, world
 
@@ -139,9 +139,7 @@ def calibrate(name: str, knobs: world.Knobs, out_dir="results/calibration", work
     start = time.perf_counter()
     work = resolve(work_dir) / name
     root, enc_dir, feats = prepare(work, knobs, n_train, n_val, n_test, seed, encoder_seed, workers)
-    import yaml
-
-    ev = yaml.safe_load(resolve("params.yaml").read_text())["evaluate"]  # the students every stage trains
+    ev = config.load()["evaluate"]  # the students every stage trains
     settings = evaluate.TrainSettings(epochs=int(ev["epochs"]), full_epochs=full_epochs, lr=float(ev["lr"]),
                                       lr_image=float(ev["lr_image"]), batch_size=int(ev["batch_size"]),
                                       eval_every=int(ev["eval_every"]), full_one_per_image=True, protocol="field",

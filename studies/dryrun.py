@@ -38,7 +38,7 @@ import threading
 import time
 from pathlib import Path
 
-from pds import data, paths
+from pds import config, data, paths
 
 # ----------------------------------------------------------------------------------------------------
 # stabilityai/stable-diffusion-2-1-unclip-small, transcribed from its component configs (model_index.json,
@@ -297,9 +297,7 @@ def in_child(fn, *args):
 
 
 def load_params(path=None) -> dict:
-    import yaml
-
-    return yaml.safe_load(paths.resolve(path or "params.yaml").read_text())
+    return config.load(paths.resolve(path or "params.yaml"))
 
 
 def dry_run_params(params: dict, out: Path, overrides: dict | None = None) -> dict:
@@ -328,7 +326,11 @@ def stage_commands(params: dict, out: Path, dvc_yaml=None) -> dict[str, tuple[di
     commands = {}
     for name in STAGES:
         env, argv = {}, []
-        for token in shlex.split(stages[name]["cmd"]):
+        # the params.yaml check that precedes every stage: the dry run's parameters are a dict, not that file
+        cmd = stages[name]["cmd"].split("&&")
+        if cmd[0].split() != ["python", "-m", "pds.config"] or len(cmd) != 2:
+            raise ValueError(f"dvc.yaml stage {name}: expected `python -m pds.config && <command>`.")
+        for token in shlex.split(cmd[1]):
             if not argv and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", token):
                 key, value = token.split("=", 1)
                 env[key] = value
@@ -339,11 +341,26 @@ def stage_commands(params: dict, out: Path, dvc_yaml=None) -> dict[str, tuple[di
             if token.startswith(OUTPUT_PREFIXES):
                 token = str(out / token)
             argv.append(token)
+        if name == "evaluate":  # no tm / tm_evaluate stages in the dry run: notebook 05 leaves their students out
+            argv = without_tm(argv)
         program = {"papermill": Path(sys.executable).with_name("papermill"), "python": Path(sys.executable)}
         if argv[0] in program and program[argv[0]].exists():
             argv[0] = str(program[argv[0]])
         commands[name] = (env, argv)
     return commands
+
+
+def without_tm(argv: list[str]) -> list[str]:
+    """A papermill command line with its MTT-VL / LoRS inputs (tm_runs, tm_dir) set to "" (as raw strings)."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in ("-p", "--parameters") and i + 2 < len(argv) + 1 and argv[i + 1] in ("tm_runs", "tm_dir"):
+            out += ["-r", argv[i + 1], ""]
+            i += 3
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def notebook_parameters(argv: list[str]) -> dict[str, str]:

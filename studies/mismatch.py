@@ -19,7 +19,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from pds import data, paths, results
+from pds import config, data, paths, results
 from pds.toy import diagnose as diagnose_toy
 from pds.toy import world
 
@@ -28,9 +28,7 @@ CORESETS = ("random", "herding", "kcenter")
 
 def world_entry(params_file, name: str) -> dict:
     """params.yaml's `toyworld.<name>` entry (its size, seed and knobs)."""
-    import yaml
-
-    worlds = yaml.safe_load(Path(params_file).read_text()).get("toyworld") or {}
+    worlds = config.load(params_file)["toyworld"]
     if name not in worlds:
         raise ValueError(f"{params_file} has no toyworld entry {name!r}; use one of {', '.join(worlds) or 'none'}.")
     return dict(worlds[name])

@@ -101,6 +101,9 @@ def test_commands_are_dvc_yamls_with_the_overrides_and_outputs_under_out(tmp_pat
     ev = dryrun.notebook_parameters(commands["evaluate"][1])
     assert (ev["image_encoders"], ev["pretrained"], ev["protocol"]) == (dryrun.IMAGE_ENCODERS, "none", "field,paper")
     assert ev["text_encoder"] == str(tmp_path / "models" / "bert") and ev["n_pairs"] == "4"
+    argv = commands["evaluate"][1]  # no tm stages in the dry run: notebook 05 gets no MTT-VL / LoRS inputs
+    raw = {argv[i + 1]: argv[i + 2] for i in range(len(argv) - 2) if argv[i] == "-r"}
+    assert raw == {"tm_runs": "", "tm_dir": ""} and "tm_runs" not in ev and "tm_dir" not in ev
     argv = commands["text_features"][1]
     assert argv[argv.index("--text-encoder") + 1] == ev["text_encoder"]  # the name the features are checked by
     assert dryrun.notebook_parameters(commands["cluster"][1])["n_clusters"] == "4"
