@@ -179,7 +179,7 @@ def check(params: dict) -> dict:
             _check_section(section, values, rule, params)
     missing = [s for s in SCHEMA if s not in params]
     if missing:
-        raise ConfigError(f"params.yaml: missing section(s) {', '.join(missing)}.")
+        raise ConfigError(f"missing section(s) {', '.join(missing)}.")
     e = params["evaluate"]
     if e["paper_lr_step"] > e["paper_epochs"]:
         raise ConfigError(f"evaluate.paper_lr_step = {e['paper_lr_step']} is after the last epoch "

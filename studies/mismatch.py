@@ -4,15 +4,17 @@ PDS's noise filter is for), with that world's own toy models (trained at p = 0) 
 untouched. It shows how the PDS - random gap moves with noise that the filter and the averaging should remove,
 and how much of that noise the filter actually removes.
 
-    make mismatch   # for p in MISMATCH_RATES: python -m studies.mismatch world ..., notebooks 01-05, python -m
-                    # studies.mismatch diagnose ...; then python -m studies.mismatch report results/mismatch
+    dvc repro studies/dvc.yaml:mismatch_report   # every rate (mismatch@<p>), then the report
 
-Subcommands: `world` writes the copy (params.yaml's entry for the world, its mismatch_rate replaced),
+Subcommands: `run` is one rate end to end (the world copy, notebooks 01-05 in build/mismatch/p<p>/ through
+`studies.chain`, the diagnosis; results/mismatch/p<p>/ gets runs.csv, r_mean.png, filter.json and, last,
+metrics.json), `world` writes the copy (params.yaml's entry for the world, its mismatch_rate replaced),
 `diagnose` measures the noise filter and the matched intersections against the known mismatched pairs,
 `report` collects every `p<rate>/` folder into `summary.md`, `mismatch.parquet` and `mismatch.png`.
 """
 
 import argparse
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +24,7 @@ import pandas as pd
 from pds import config, data, paths, results
 from pds.toy import diagnose as diagnose_toy
 from pds.toy import world
+from studies import chain
 
 CORESETS = ("random", "herding", "kcenter")
 
@@ -160,9 +163,39 @@ def summary(df: pd.DataFrame, diags: pd.DataFrame, world_name: str) -> str:
     return "\n".join(lines)
 
 
+def rate_commands(work, rate: str, world_name: str = "toyflickr", n_pairs: int = 100, encoders: str = "convnet",
+                  methods: str = "pds,pds_real,random,herding,kcenter") -> list[list[str]]:
+    """Notebooks 01-05 on the copy of `world_name` at mismatch rate `rate` (written to work/raw/<world_name>),
+    with that world's own toy models (trained at p = 0), at budget `n_pairs`, the students `encoders`, both
+    protocols; no full-data bound (not a budget, and 24 epochs on toyflickr)."""
+    return chain.commands(work, world_name, n_pairs, dataset=f"{world_name}_p{rate}",
+                          evaluate={"methods": methods, "image_encoders": encoders})
+
+
+def run_rate(rate: str, work, out, world_name: str = "toyflickr", **kwargs) -> None:
+    """One rate end to end; out/metrics.json is written last, so a rate whose metrics.json exists is complete."""
+    work, out = paths.resolve(work), paths.resolve(out)
+    generate(paths.resolve("params.yaml"), world_name, float(rate), work / "raw" / world_name)
+    chain.run(rate_commands(work, rate, world_name, **kwargs))
+    out.mkdir(parents=True, exist_ok=True)
+    data.save_json(out / "filter.json", diagnose(work / "raw" / world_name, work / "embeddings", work / "clusters",
+                                                 work / "prototypes"))
+    for name in ("runs.csv", "r_mean.png", "metrics.json"):
+        shutil.copyfile(work / "evaluate" / name, out / f"{name}.tmp")
+        (out / f"{name}.tmp").replace(out / name)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
+    r1 = sub.add_parser("run", help="one rate end to end: world copy, notebooks 01-05, diagnosis, results")
+    r1.add_argument("--rate", required=True)
+    r1.add_argument("--world", default="toyflickr")
+    r1.add_argument("--n-pairs", type=int, default=100)
+    r1.add_argument("--encoders", default="convnet")
+    r1.add_argument("--methods", default="pds,pds_real,random,herding,kcenter")
+    r1.add_argument("--work", required=True)
+    r1.add_argument("--out", required=True)
     w = sub.add_parser("world", help="write a copy of a world with mismatched training pairs")
     w.add_argument("--params", default="params.yaml")
     w.add_argument("--world", default="toyflickr")
@@ -176,7 +209,10 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("folder", nargs="?", default="results/mismatch")
     r.add_argument("--world", default="toyflickr")
     args = p.parse_args(argv)
-    if args.cmd == "world":
+    if args.cmd == "run":
+        run_rate(args.rate, args.work, args.out, args.world, n_pairs=args.n_pairs, encoders=args.encoders,
+                 methods=args.methods)
+    elif args.cmd == "world":
         print(f"wrote {generate(paths.resolve(args.params), args.world, args.rate, paths.resolve(args.out))}")
     elif args.cmd == "diagnose":
         run = paths.resolve(args.run)

@@ -1,15 +1,18 @@
 """Budget sweep: collect `metrics.json` of runs at several budgets M and plot r_mean against M.
 
-    make sweep    # dvc exp run -S base.n_pairs=M for M in 200, 500, 100, then: python -m studies.sweep results/sweep
+    dvc repro studies/dvc.yaml:sweep_summary   # every budget (sweep@<M>), then the summary and the plot
 """
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
 
 import matplotlib
 import pandas as pd
 
 from pds import data, paths, results
+from studies import chain
 
 
 def collect(folder) -> pd.DataFrame:
@@ -80,10 +83,73 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+ABLATIONS = {"pds_real__text_prototype": ("pds_real", "prototype"), "pds_and_pds_real__text_caption": ("pds,pds_real",
+                                                                                                    "caption")}
+
+
+def run_budget(world: str, n_pairs: int, work, out, methods: str | None = None, full_epochs: int | None = None,
+               full_seeds: int | None = None, keep=None) -> None:
+    """Notebooks 01-05 on data/raw/<world> at budget `n_pairs` in `work` (studies.chain); `out` (a
+    metrics_<M>.json) is written last. `keep`: a folder that also gets the run's evaluate/ files and notebooks."""
+    evaluate = {k: v for k, v in (("methods", methods), ("full_epochs", full_epochs), ("full_seeds", full_seeds))
+                if v is not None}
+    work = paths.resolve(work)
+    chain.run(chain.commands(work, world, n_pairs, evaluate=evaluate, raw=paths.resolve(f"data/raw/{world}")))
+    if keep:
+        keep = paths.resolve(keep)
+        for f in [*(work / "evaluate").iterdir(), *(work / "notebooks").glob("0*.ipynb")]:
+            dest = keep / ("notebooks" if f.suffix == ".ipynb" else "") / f.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dest)
+    out = paths.resolve(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(work / "evaluate" / "metrics.json", out.with_suffix(".tmp"))
+    out.with_suffix(".tmp").replace(out)
+
+
+def run_ablations(world: str, n_pairs: int, run, out) -> None:
+    """Notebook 05 on a finished run's folders (embeddings/, text_features/, prototypes/, synthetic/ under `run`)
+    with real images at the prototypes (pds_real) and with the retrieved caption as PDS's text target; each
+    variant's metrics.json lands in out/<variant>.json (the executed notebooks stay in a temporary folder)."""
+    run, out = paths.resolve(run), paths.resolve(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (methods, target) in ABLATIONS.items():
+            params = {"embeddings_dir": run / "embeddings", "text_features_dir": run / "text_features",
+                      "prototypes_dir": run / "prototypes", "synthetic_dir": run / "synthetic",
+                      "dataset_root": paths.resolve(f"data/raw/{world}"), "encoders_dir": f"models/{world}/toy-encoders",
+                      "out_dir": f"{tmp}/{name}", "dataset": world, "n_pairs": n_pairs, "methods": methods,
+                      "text_target": target, "tm_runs": "", "tm_dir": ""}
+            chain.run([[*chain.PAPERMILL, "notebooks/05_evaluate.ipynb", f"{tmp}/{name}.ipynb",
+                        *chain.notebook_params(params)]])
+            shutil.copyfile(f"{tmp}/{name}/metrics.json", out / f"{name}.json")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folder", nargs="?", default="results/sweep")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="notebooks 01-05 at one budget -> a metrics_<M>.json")
+    r.add_argument("--world", default="toyworld")
+    r.add_argument("--n-pairs", type=int, required=True)
+    r.add_argument("--work", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--methods")
+    r.add_argument("--full-epochs", type=int)
+    r.add_argument("--full-seeds", type=int)
+    r.add_argument("--keep", help="also copy the run's evaluate/ files and notebooks here")
+    a = sub.add_parser("ablations", help="notebook 05's ablations of PDS on a finished run")
+    a.add_argument("--world", default="toyworld")
+    a.add_argument("--n-pairs", type=int, required=True)
+    a.add_argument("--run", required=True)
+    a.add_argument("--out", required=True)
+    s = sub.add_parser("summary", help="summary.md, sweep.parquet and the plot from metrics_<M>.json files")
+    s.add_argument("folder", nargs="?", default="results/sweep")
     args = p.parse_args(argv)
+    if args.cmd == "run":
+        return run_budget(args.world, args.n_pairs, args.work, args.out, args.methods, args.full_epochs,
+                          args.full_seeds, args.keep)
+    if args.cmd == "ablations":
+        return run_ablations(args.world, args.n_pairs, args.run, args.out)
     matplotlib.use("Agg")
     folder = paths.resolve(args.folder)
     df = collect(folder)

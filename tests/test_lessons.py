@@ -6,9 +6,9 @@ own without touching data/ or results/ (the full run is marked slow)."""
 
 import ast
 import re
-import shlex
 import shutil
 import subprocess
+import sys
 
 import matplotlib
 
@@ -218,11 +218,11 @@ def test_match_region_draws_prototypes_in_pds_colour_and_modalities_in_theirs(le
 
 
 def lesson_commands(lesson_dir):
-    """The commands `make lesson` would run (make -n), one shell command per recipe line."""
-    run = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/bin/.installed", "lesson",
-                          f"LESSON={lesson_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    return [shlex.split(line) for line in run.stdout.replace("\\\n", " ").splitlines() if line.strip()]
+    """The command lines of the classroom preset (studies.lesson), with its environment as leading NAME=value words."""
+    from studies import lesson
+
+    env = [f"{k}={v}" for k, v in {"PDS_PROGRESS": "0", **lesson.ENV}.items()]
+    return [env + argv for argv in lesson.commands(lesson_dir)]
 
 
 def papermill_call(words):
@@ -231,7 +231,7 @@ def papermill_call(words):
     env = dict(w.split("=", 1) for w in words[:i] if "=" in w)
     positional, params, k = [], {}, i + 1
     while k < len(words):
-        if words[k] == "-p":
+        if words[k] in ("-p", "-r"):
             params[words[k + 1]] = words[k + 2]
             k += 3
         elif words[k] in ("-k", "--kernel"):
@@ -243,8 +243,7 @@ def papermill_call(words):
     return positional[0], positional[1], params, env
 
 
-@needs_make
-def test_make_lesson_runs_the_five_notebooks_on_its_own_small_world_and_never_touches_data_or_results(tmp_path):
+def test_the_lesson_preset_runs_the_five_notebooks_on_its_own_small_world_and_never_touches_data_or_results(tmp_path):
     out = tmp_path / "lesson"
     commands = lesson_commands(out)
     calls = [papermill_call(w) for w in commands if any(x.endswith("papermill") for x in w)]
@@ -254,16 +253,16 @@ def test_make_lesson_runs_the_five_notebooks_on_its_own_small_world_and_never_to
         assert env.get("PDS_PROGRESS") == "0", f"{name}: executed lessons carry no progress bars"
         defaults = parameters_cell(ROOT / src)
         for key, value in params.items():
-            assert key in defaults, f"make lesson passes -p {key}, not a parameter of {src}"
-            if isinstance(defaults[key], int | float):
+            assert key in defaults, f"the lesson preset passes -p {key}, not a parameter of {src}"
+            if isinstance(defaults[key], int | float) and value != "":
                 type(defaults[key])(value)  # parses as the parameter's type
-            if key.endswith(("_dir", "_root")) and key != "encoders_dir":
+            if key.endswith(("_dir", "_root")) and key != "encoders_dir" and value:  # "": tm_dir left out
                 assert value.startswith(f"{out}/"), f"{name}: {key}={value} is outside the lesson folder"
         assert "out_dir" in params, f"{name}: its outputs must go to the lesson folder, not the default"
     # nothing of the pipeline's own data or results, read or written
     for words in commands:
         for w in words:
-            assert not re.match(r"^(\./)?(data|results)(/|$)", w), f"make lesson touches {w}: {' '.join(words)}"
+            assert not re.match(r"^(\./)?(data|results)(/|$)", w), f"the lesson touches {w}: {' '.join(words)}"
     world = next(w for w in commands if "pds.toy.world" in w)
     assert world[world.index("--out") + 1] == f"{out}/raw/toyworld"
     sizes = {k: int(world[world.index(k) + 1]) for k in ("--n-train", "--n-val", "--n-test")}
@@ -278,11 +277,11 @@ def test_make_lesson_runs_the_five_notebooks_on_its_own_small_world_and_never_to
 
 @needs_make
 @pytest.mark.slow
-def test_make_lesson_runs_end_to_end_and_its_book_builds(tmp_path):
+def test_the_lesson_preset_runs_end_to_end_and_its_book_builds(tmp_path):
     """The whole preset (a few minutes on 2 cores); its timing is reported, never asserted."""
     out = tmp_path / "lesson"
-    run = subprocess.run(["make", "--no-print-directory", "-o", ".venv/bin/.installed", "lesson", f"LESSON={out}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    run = subprocess.run([sys.executable, "-m", "studies.lesson", "--out", str(out)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=1800)
     assert run.returncode == 0, run.stderr[-3000:]
     for name in LESSONS:
         nb = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)

@@ -20,7 +20,7 @@ def test_collect_and_plot(tmp_path):
     assert len(df) == 3 * 3 * 2  # budgets x methods x encoders, val-selected rows only
     pds_convnet = df[(df.method == "pds") & (df.image_encoder == "convnet")]
     assert pds_convnet.n_pairs.tolist() == [100, 200, 500] and pds_convnet.r_mean.tolist() == [10.0, 20.0, 30.0]
-    sweep.main([str(tmp_path)])
+    sweep.main(["summary", str(tmp_path)])
     assert (tmp_path / "r_mean_vs_budget.png").stat().st_size > 0
 
 
@@ -48,7 +48,7 @@ def test_summary_tables_put_methods_in_palette_order_and_budgets_in_columns(tmp_
     assert [c.strip() for c in lines[0].split("|")[2:-1]] == ["convnet M=100", "convnet M=500", "vit M=100", "vit M=500"]
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["pds", "random", "full"]
     assert "10.0 ± 0.5" in lines[2] and "31.0 ± 0.5" in lines[3]
-    sweep.main([str(tmp_path)])
+    sweep.main(["summary", str(tmp_path)])
     assert (tmp_path / "summary.md").read_text() == text
 
 

@@ -1,0 +1,69 @@
+"""Notebooks 01-05 (and the caption features between 04 and 05) on a world outside data/ and results/, as the
+pipeline's stages run them: the one chain every study reuses (the classroom preset, the budget sweep, the second
+world, the mismatched-pair sweep).
+
+`work` holds raw/<world>/ (the world, written by the study) and receives embeddings/, clusters/, prototypes/,
+synthetic/, text_features/, evaluate/ and notebooks/ (the executed copies). Every parameter not given is the
+notebook's default, i.e. params.yaml's (the contract test keeps them equal), except that notebook 05 leaves out the
+MTT-VL / LoRS students and sets (tm_runs, tm_dir): they belong to the pipeline's own world and settings.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PAPERMILL = [sys.executable, "-m", "papermill", "--no-progress-bar", "-k", "python3"]
+
+
+def notebook_params(values: dict) -> list[str]:
+    """papermill's -p name value arguments (-r name '' for an empty string)."""
+    out = []
+    for k, v in values.items():
+        out += ["-r", k, ""] if v == "" else ["-p", k, str(v)]  # -r: papermill would read '' as None
+    return out
+
+
+def commands(work, world: str, n_pairs: int, dataset: str | None = None, cluster: dict | None = None,
+             evaluate: dict | None = None, raw=None) -> list[list[str]]:
+    """The command lines of the chain, in order: `world` names the toy models used (models/<world>/), `dataset`
+    the name written into metrics.json (default `world`); `cluster` / `evaluate` are more parameters of
+    notebooks 02 / 05; `raw` the world's images and captions when not work/raw/<world> (e.g. data/raw/<world>,
+    read only)."""
+    w = Path(work)
+    raw = Path(raw) if raw else w / "raw" / world
+    nb = [*PAPERMILL, "notebooks/{0}.ipynb", str(w / "notebooks" / "{0}.ipynb")]
+
+    def notebook(name, params):
+        return [a.format(name) for a in nb] + notebook_params(params)
+
+    return [
+        notebook("01_embed", {"dataset_root": raw, "dataset": world, "out_dir": w / "embeddings"}),
+        notebook("02_cluster", {"embeddings_dir": w / "embeddings", "dataset_root": raw, "out_dir": w / "clusters",
+                                "n_clusters": n_pairs, **(cluster or {})}),
+        notebook("03_match", {"embeddings_dir": w / "embeddings", "clusters_dir": w / "clusters", "dataset_root": raw,
+                              "out_dir": w / "prototypes"}),
+        notebook("04_synthesize", {"prototypes_dir": w / "prototypes", "embeddings_dir": w / "embeddings",
+                                   "dataset_root": raw, "dataset": world, "out_dir": w / "synthetic"}),
+        [sys.executable, "-m", "pds.text_features", "--embeddings-dir", str(w / "embeddings"),
+         "--out", str(w / "text_features")],
+        notebook("05_evaluate", {"embeddings_dir": w / "embeddings", "text_features_dir": w / "text_features",
+                                 "prototypes_dir": w / "prototypes", "synthetic_dir": w / "synthetic",
+                                 "dataset_root": raw, "encoders_dir": f"models/{world}/toy-encoders",
+                                 "out_dir": w / "evaluate", "dataset": dataset or world, "n_pairs": n_pairs,
+                                 "tm_runs": "", "tm_dir": "", **(evaluate or {})}),
+    ]
+
+
+def run(cmds: list[list[str]], env: dict | None = None, cwd=None) -> None:
+    """Run the command lines in order from the repository root; stop at the first that fails, naming it."""
+    from pds import paths
+
+    env = os.environ | {"PDS_PROGRESS": "0"} | (env or {})
+    for argv in cmds:
+        for a in argv:  # papermill writes into an existing folder only
+            if a.endswith(".ipynb") and not a.startswith("notebooks/"):
+                Path(a).parent.mkdir(parents=True, exist_ok=True)
+        print("+", " ".join(argv[1:] if argv[0] == sys.executable else argv), flush=True)
+        if subprocess.run(argv, cwd=cwd or paths.ROOT, env=env).returncode != 0:
+            raise RuntimeError(f"failed: {' '.join(argv)}")
