@@ -1,4 +1,4 @@
-"""Compare two metrics.json files within a tolerance: the reproducibility check of the README.
+"""Compare two metrics.json files within a tolerance: the reproducibility check of docs/reproducibility.md.
 
     python -m pds.compare results/evaluate/metrics.json other/metrics.json --tol 0.1
     python -m pds.compare results/evaluate/metrics.json --against HEAD   # the committed figures
