@@ -61,7 +61,7 @@ def _peak_rss_bytes() -> int:
 
 
 def child_fit(spec: dict) -> dict:
-    """One configuration in this fresh process: the stages' functions, timed phase by phase."""
+    """One configuration in this fresh process: the stages' functions, timed step by step."""
     import numpy as np
 
     from pds import cluster, match

@@ -1,5 +1,5 @@
 """Benchmark harness (not part of the test suite): measures the pipeline on this machine and writes
-results/benchmarks.json, plots under results/benchmarks/ and a README-ready summary.md.
+results/benchmarks.json, plots under results/benchmarks/ and a summary.md ready for docs/benchmarks.md.
 
     python benchmarks/run.py                                  # everything (make bench), see below
     python benchmarks/run.py --only embed,cluster --quick     # smoke run, < 1 min
@@ -110,7 +110,7 @@ def save_results(path: Path, results: dict) -> None:
 
 
 def summary_markdown(results: dict) -> str:
-    """README performance section: the machine, then one table per section that was run."""
+    """The performance page (docs/benchmarks.md): the machine, then one table per section that was run."""
     parts = ["## Performance", ""]
     machines = {json.dumps({k: s["machine"].get(k) for k in ("cpu", "usable_cpus", "ram_gib", "device")}, sort_keys=True)
                 for s in results["sections"].values() if "machine" in s}

@@ -197,7 +197,7 @@ PDS_STAGES = ("embed", "cluster", "match", "synthesize")  # what PDS itself cost
 
 def cost_ratio(table: list[dict]) -> list[str]:
     """The optimisation-based baselines' cost against PDS's, from the same run: the tm stage (expert
-    trajectories, then MTT-VL and LoRS) vs PDS's embed -> synthesize (issue #20)."""
+    trajectories, then MTT-VL and LoRS) vs PDS's embed -> synthesize."""
     by = {r["stage"]: r for r in table}
     if "tm" not in by or not all(k in by for k in PDS_STAGES):
         return []

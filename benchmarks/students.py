@@ -1,13 +1,13 @@
-"""Section `students`: student throughput of the evaluate stage, today's code against the code before issue #22,
+"""Section `students`: student throughput of the evaluate stage, today's code against the earlier code,
 measured side by side in one child process per image encoder (one thread, as the stage trains each student).
 
 - field protocol: one student (M = 100 random real pairs, the stage's settings) trained three ways, in a
-  rotating order: the code before #22 (evaluation batch 500 images, contiguous NCHW layout), with today's
+  rotating order: the earlier code (evaluation batch 500 images, contiguous NCHW layout), with today's
   evaluation batch (100: small CPU batches stay in cache) and today's code (batch 100 and channels-last
   layout); results are equal within float rounding (the r_mean of each run is recorded);
 - the kernel pin: today's field student once more in a child without the AVX2 / Haswell pin that `make`
-  exports (pds reproducibility, README), i.e. what the pin costs or saves on this CPU;
-- vmap (the issue's suggestion, measured and not adopted): 3 students' forward + backward on one batch each,
+  exports (docs/reproducibility.md), i.e. what the pin costs or saves on this CPU;
+- vmap (suggested as a speed-up; measured and not adopted): 3 students' forward + backward on one batch each,
   one after the other against `torch.func.vmap` over their stacked parameters;
 - paper protocol: the frozen encoder embeds every image once (`frozen_embedding_data`), then students train a
   text head only; students per second include that embedding, amortised over the stage's students per encoder
@@ -22,7 +22,7 @@ import time
 from benchmarks.common import fmt, log, ratio_stats, run_child, stats
 
 # field-protocol configurations: (evaluation batch, channels-last layout)
-CONFIGS = {"before #22": (500, False), "eval batch 100": (100, False), "today": (100, True)}
+CONFIGS = {"before": (500, False), "eval batch 100": (100, False), "today": (100, True)}
 PIN = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE")  # exported by make on x86-64
 
 
@@ -165,7 +165,7 @@ def run(opts) -> dict:
         r = run_child("students:child", {"encoder": enc, "repeats": repeats, "quick": opts.quick,
                                          "paper_epochs": 4 if opts.quick else ev["paper_epochs"],
                                          "paper_lr_step": ev["paper_lr_step"]}, 1)
-        before, today = r["before #22"], r["today"]
+        before, today = r["before"], r["today"]
         paper = [p + e / per_encoder for p, e in zip(r["paper"], r["embed"], strict=True)]
         row = {"encoder": enc, "field_s": {name: stats(r[name]) for name in CONFIGS},
                "speedup": ratio_stats(before, today),
@@ -177,7 +177,7 @@ def run(opts) -> dict:
             row["unpinned_s"] = stats(u["today"])
             row["unpinned_r_mean"] = u["r_mean"]["today"]
         rows.append(row)
-        log(f"  {enc}: field {fmt(row['field_s']['before #22'])} -> {fmt(row['field_s']['today'])} s; "
+        log(f"  {enc}: field {fmt(row['field_s']['before'])} -> {fmt(row['field_s']['today'])} s; "
             f"paper {fmt(row['paper_s'])} s")
     vm = run_child("students:vmap_child", {"k": 3, "encoders": ["convnet", "vit"] if not opts.quick else ["convnet"],
                                            "repeats": 3 if not opts.quick else 1}, 1)
@@ -196,16 +196,16 @@ def markdown(section: dict) -> str:
         return "*Students: figures from an older harness; rerun `python benchmarks/run.py --only students`.*\n"
     lines = ["**Students** (one thread each, M = 100 random pairs, the stage's settings; "
              f"{section['repeats']} runs each, side by side, rotated): seconds per field-protocol student with the code "
-             "before issue #22 (evaluation batch 500, contiguous layout), with today's evaluation batch (100) alone, and "
+             "the earlier code (evaluation batch 500, contiguous layout), with today's evaluation batch (100) alone, and "
              "today's (batch 100, channels-last); the paper protocol (its frozen-encoder embedding of every image "
              f"amortised over the {section['students_per_encoder']} students per encoder).", "",
-             "| image encoder | before #22 (s) | eval batch 100 (s) | today (s) | today / before speed | r_mean before / "
+             "| image encoder | before (s) | eval batch 100 (s) | today (s) | today / before speed | r_mean before / "
              "today | paper student (s) | paper / field speed |",
              "|---|---|---|---|---|---|---|---|"]
     for r in section["rows"]:
         f, rm = r["field_s"], r["r_mean"]
-        lines.append(f"| {r['encoder']} | {fmt(f['before #22'])} | {fmt(f['eval batch 100'])} | {fmt(f['today'])} | "
-                     f"{fmt(r['speedup'])} | {rm['before #22']:.2f} / {rm['today']:.2f} | {fmt(r['paper_s'])} | "
+        lines.append(f"| {r['encoder']} | {fmt(f['before'])} | {fmt(f['eval batch 100'])} | {fmt(f['today'])} | "
+                     f"{fmt(r['speedup'])} | {rm['before']:.2f} / {rm['today']:.2f} | {fmt(r['paper_s'])} | "
                      f"{fmt(r['paper_vs_field'])} |")
     if section.get("pin") and "unpinned_s" in section["rows"][0]:
         pin = ", ".join(f"{k}={v}" for k, v in section["pin"].items())

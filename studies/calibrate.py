@@ -1,4 +1,4 @@
-"""Calibrate a realistic toy world on the baselines only, before PDS ever runs on it (issue #19).
+"""Calibrate a realistic toy world on the baselines only, before PDS ever runs on it.
 
     python -m studies.calibrate --name c01 --knobs caption_mention_rate=0.5,clutter=1.5,zipf_exponent=1,n_shapes=15
 
@@ -48,7 +48,7 @@ def parse_knobs(text: str) -> world.Knobs:
             raise ValueError(f"--knobs entry {item!r}: use name=value with a name among {', '.join(sorted(names))}.")
         kwargs[key] = int(value) if key in ("n_shapes", "n_colours") else float(value)
     if kwargs.get("mismatch_rate", 0):
-        raise ValueError("--knobs mismatch_rate: keep it 0 when calibrating (it is swept separately, issue #19).")
+        raise ValueError("--knobs mismatch_rate: keep it 0 when calibrating (it is swept separately: make mismatch).")
     return world.Knobs(**kwargs)
 
 

@@ -1,4 +1,4 @@
-"""The mismatched-pair sweep (issue #19): PDS against the coresets on copies of a generated world in which a
+"""The mismatched-pair sweep: PDS against the coresets on copies of a generated world in which a
 fraction p of the training images carry another training image's captions (what web-scale data has, and what
 PDS's noise filter is for), with that world's own toy models (trained at p = 0) and its val / test splits
 untouched. It shows how the PDS - random gap moves with noise that the filter and the averaging should remove,

@@ -58,7 +58,7 @@ def test_install_refuses_a_full_disk_before_creating_the_venv(tmp_path):
 
 @pytest.mark.skipif(shutil.which("make") is None or platform.machine() != "x86_64", reason="needs make on x86_64")
 def test_make_pins_the_cpu_kernels_to_avx2_for_every_recipe_and_lets_a_user_override():
-    """The pin that made an AVX-512 machine reproduce dvc.lock byte for byte (README, "Reproducibility") reaches the
+    """The pin that made an AVX-512 machine reproduce dvc.lock byte for byte (docs/reproducibility.md) reaches the
     commands make runs; a value given on the command line wins."""
     probe = "printenv ATEN_CPU_CAPABILITY ONEDNN_MAX_CPU_ISA OPENBLAS_CORETYPE"
 
