@@ -170,7 +170,7 @@ define notebooks
 	  -p dataset $(2) -p out_dir $(1)/synthetic
 	$(4) $(BIN)/python -m pds.text_features --embeddings-dir $(1)/embeddings --out $(1)/text_features
 	$(4) $(BIN)/papermill --no-progress-bar -k python3 notebooks/05_evaluate.ipynb $(1)/notebooks/05_evaluate.ipynb \
-	  -p embeddings_dir $(1)/embeddings -p text_features_dir $(1)/text_features \
+	  -p embeddings_dir $(1)/embeddings -p text_features_dir $(1)/text_features -p clusters_dir $(1)/clusters \
 	  -p prototypes_dir $(1)/prototypes -p synthetic_dir $(1)/synthetic -p dataset_root $(1)/raw/$(2) \
 	  -p encoders_dir models/$(2)/toy-encoders -p out_dir $(1)/evaluate -p n_pairs $(3) -r tm_runs '' -r tm_dir '' $(6)
 endef
