@@ -373,6 +373,10 @@ def test_random_kept_draws_random_from_the_kept_pool_only():
         assert set(ids) <= set(pool) and captions.image_id[ids].nunique() == 6
     assert (evaluate.select_pairs("random_avg", captions, clip_image, None, 6, 3, keep)
             == evaluate.select_pairs("random_nbr", captions, clip_image, None, 6, 3, keep)).all()
+    everything = np.ones_like(keep)  # a filter that drops nothing (rm_ratio 0): random_kept is random
+    for seed in range(3):
+        assert (evaluate.select_pairs("random_kept", captions, clip_image, None, 6, seed, everything)
+                == evaluate.select_pairs("random", captions, clip_image, None, 6, seed)).all()
     with pytest.raises(ValueError, match="keep mask"):
         evaluate.select_pairs("random_kept", captions, clip_image, None, 6, 0)
     with pytest.raises(ValueError, match="one entry per training pair"):
