@@ -78,3 +78,31 @@ def select_kcenter(x: np.ndarray, n_pairs: int, seed: int) -> np.ndarray:
         min_dist = np.minimum(min_dist, np.linalg.norm(x - x[i], axis=1))
         min_dist[order] = -1.0
     return np.asarray(order, dtype=np.int64)
+
+
+def select_random_images(image_ids: np.ndarray, n_pairs: int, seed: int) -> np.ndarray:
+    """`n_pairs` positions out of the pairs `image_ids` (n,) whose images are all distinct: `select_random`'s draw,
+    in which every pair whose image an earlier (lower) position already holds is replaced by a draw from the same
+    generator among the pairs of images not yet held, until no image repeats (sorted positions).
+
+    For coresets whose unit is an image with a text target of its own (the controls with averaged targets):
+    two pairs of one image would give the student the same image with the same target twice. Where `select_random`
+    draws distinct images (most draws at small budgets) the two selections are equal, so such a control and the
+    plain random pairs of the same pool differ only in their text targets.
+    """
+    image_ids = np.asarray(image_ids)
+    n = len(image_ids)
+    _check_budget(n, n_pairs)
+    if n_pairs > len(np.unique(image_ids)):
+        raise ValueError(f"budget n_pairs={n_pairs} exceeds the {len(np.unique(image_ids))} distinct images of the "
+                         f"{n} candidate pairs; lower base.n_pairs.")
+    rng = np.random.default_rng(seed)
+    pos = np.sort(rng.choice(n, size=n_pairs, replace=False))
+    while True:
+        _, first = np.unique(image_ids[pos], return_index=True)
+        pos = np.sort(pos[first])  # the lowest position of each image stays
+        need = n_pairs - len(pos)
+        if need == 0:
+            return pos.astype(np.int64)
+        free = np.flatnonzero(~np.isin(image_ids, image_ids[pos]))  # pairs of images not yet held
+        pos = np.sort(np.concatenate([pos, rng.choice(free, size=need, replace=False)]))

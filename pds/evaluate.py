@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 from pds import baselines, data
 from pds.contrastive import PairSet, RetrievalSet, frozen_embeddings, train_student
 
-METHODS = ("pds", "random", "herding", "kcenter", "full", "pds_real")  # pds_real: an ablation, not a baseline
+# pds_real: an ablation, not a baseline; random_kept / random_avg / random_nbr: the controls (`select_pairs`)
+METHODS = ("pds", "random", "herding", "kcenter", "full", "pds_real", "random_kept", "random_avg", "random_nbr")
+CONTROLS = ("random_kept", "random_avg", "random_nbr")  # coresets of the noise filter's pool (cluster stage)
 PROTOCOLS = ("field", "paper")
 TEXT_TARGETS = ("prototype", "caption")
 
@@ -99,9 +101,14 @@ def train_pairs(captions: pd.DataFrame) -> pd.DataFrame:
 
 
 def select_pairs(method: str, captions: pd.DataFrame, clip_image: np.ndarray, clip_text: np.ndarray,
-                 n_pairs: int, seed: int) -> np.ndarray:
+                 n_pairs: int, seed: int, keep: np.ndarray | None = None) -> np.ndarray:
     """Caption ids of the real training pairs a baseline keeps: `random`, `herding` or `kcenter` (on the
     embed stage's CLIP embeddings, see `pds.baselines`) with `n_pairs` pairs, or `full` (every pair).
+
+    The controls draw from the pairs the noise filter keeps, the pool PDS clusters: keep (n_train,) bool over
+    the training pairs in `train_pairs` order (the cluster stage's keep.npy). `random_kept`: `random` on that
+    pool; `random_avg` and `random_nbr`: random kept pairs of distinct images (`baselines.select_random_images`;
+    one selection for both, so per seed they differ only in their text targets, `control_members`).
 
     clip_image (n_images, d) rows = image_id, clip_text (n_captions, d) rows = caption_id.
     """
@@ -109,13 +116,89 @@ def select_pairs(method: str, captions: pd.DataFrame, clip_image: np.ndarray, cl
     ids = train["caption_id"].to_numpy(np.int64)
     if method == "full":
         return ids
+    if method in CONTROLS:
+        kept = kept_positions(keep, len(ids))
+        if method == "random_kept":
+            return ids[kept[baselines.select_random(len(kept), n_pairs, seed)]]
+        image_ids = train["image_id"].to_numpy(np.int64)[kept]
+        return ids[kept[baselines.select_random_images(image_ids, n_pairs, seed)]]
     if method == "random":
         return ids[baselines.select_random(len(ids), n_pairs, seed)]
     if method in ("herding", "kcenter"):
         x = baselines.pair_features(clip_image[train["image_id"].to_numpy()], clip_text[ids])  # (n_train, 2d)
         pos = baselines.select_herding(x, n_pairs) if method == "herding" else baselines.select_kcenter(x, n_pairs, seed)
         return ids[pos]
-    raise ValueError(f"unknown baseline {method!r}; use one of random, herding, kcenter, full.")
+    raise ValueError(f"unknown baseline {method!r}; use one of random, herding, kcenter, full, {', '.join(CONTROLS)}.")
+
+
+def kept_positions(keep: np.ndarray | None, n_train: int) -> np.ndarray:
+    """Positions (n_kept,) of the kept training pairs; keep (n_train,) bool in `train_pairs` order."""
+    if keep is None:
+        raise ValueError(f"the controls {', '.join(CONTROLS)} need the noise filter's keep mask (the cluster stage's "
+                         "keep.npy, notebook 05's clusters_dir).")
+    keep = np.asarray(keep)
+    if keep.dtype != bool or keep.shape != (n_train,):
+        raise ValueError(f"the keep mask must be a bool array with one entry per training pair ({n_train}), got "
+                         f"{keep.dtype} {keep.shape}; re-run the cluster stage on the current embeddings.")
+    return np.flatnonzero(keep)
+
+
+def median_intersection_size(members: pd.DataFrame) -> int:
+    """PDS's median intersection size at its budget: the median number of member pairs over the prototypes that
+    have members (members: prototype, caption_id; the match stage's members.parquet), rounded to an integer --
+    the neighbourhood size k of the `random_nbr` control."""
+    counts = members.groupby("prototype").size().to_numpy()
+    if len(counts) == 0:
+        raise ValueError("members.parquet lists no member pairs: PDS has no intersection to take a size from.")
+    return int(np.round(np.median(counts)))
+
+
+def control_members(method: str, captions: pd.DataFrame, clip_image: np.ndarray, keep: np.ndarray,
+                    caption_ids: np.ndarray, n_neighbours: int = 0) -> pd.DataFrame:
+    """Which captions each control pair's text target averages, in `pds_text_targets`'s members layout
+    (prototype = row of caption_ids, caption_id), so a control's target is computed exactly as PDS's is, in
+    either protocol's text space. caption_ids (M,): the pairs `select_pairs` chose (kept, distinct images).
+
+    `random_avg`: the kept captions of the pair's own image (the pair's own caption among them; captions the
+    noise filter drops are left out, as they are left out of PDS's intersections). `random_nbr`: the
+    n_neighbours kept pairs nearest (cosine of the CLIP image embeddings clip_image (n_images, d), rows =
+    image_id) to the pair's image -- the pair itself first, then by decreasing cosine, ties (pairs of one image)
+    in training-pair order: PDS's kind of target (a mean over about as many pairs as its median intersection)
+    without clusters, matching or synthesis.
+    """
+    train = train_pairs(captions)
+    ids = train["caption_id"].to_numpy(np.int64)
+    kept = kept_positions(keep, len(ids))
+    kept_ids = ids[kept]  # (n_kept,)
+    kept_img = train["image_id"].to_numpy(np.int64)[kept]  # (n_kept,)
+    row_of = pd.Series(np.arange(len(kept_ids)), index=kept_ids)
+    caption_ids = np.asarray(caption_ids, dtype=np.int64)
+    if not np.isin(caption_ids, kept_ids).all():
+        raise ValueError("control pairs must be kept training pairs (select_pairs with the same keep mask).")
+    self_row = row_of.loc[caption_ids].to_numpy()  # (M,) rows of the kept pairs
+    if method == "random_avg":
+        order = np.argsort(kept_img, kind="stable")  # kept pairs grouped by image, training-pair order within
+        start = np.searchsorted(kept_img[order], kept_img[self_row], side="left")
+        stop = np.searchsorted(kept_img[order], kept_img[self_row], side="right")
+        rows = [order[a:b] for a, b in zip(start, stop, strict=True)]
+    elif method == "random_nbr":
+        if not 1 <= n_neighbours <= len(kept_ids):
+            raise ValueError(f"random_nbr needs 1 <= n_neighbours <= {len(kept_ids)} kept pairs, got {n_neighbours} "
+                             "(PDS's median intersection size, median_intersection_size).")
+        # cosine per distinct image, then spread to its pairs: the pairs of one image tie exactly
+        uniq, inv = np.unique(kept_img, return_inverse=True)
+        x = clip_image[uniq].astype(np.float64)  # (n_kept_images, d)
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        rows = []
+        for a in range(0, len(self_row), 64):  # (64, n_kept) float64 blocks: ~60 MB at Flickr30k scale
+            block = self_row[a:a + 64]
+            sim = (x[inv[block]] @ x.T)[:, inv]  # (b, n_kept)
+            sim[np.arange(len(block)), block] = np.inf  # the pair itself comes first
+            rows.extend(np.argsort(-sim, axis=1, kind="stable")[:, :n_neighbours])
+    else:
+        raise ValueError(f"control_members is for random_avg and random_nbr, not {method!r}.")
+    return pd.DataFrame({"prototype": np.repeat(np.arange(len(rows)), [len(r) for r in rows]),
+                         "caption_id": kept_ids[np.concatenate(rows)] if rows else np.zeros(0, np.int64)})
 
 
 def pds_text_targets(members: pd.DataFrame, prompt_caption_ids: np.ndarray, text_features: np.ndarray,
@@ -367,9 +450,11 @@ def frozen_embedding_data(ev: EvaluationData, encoder, batch_size: int = 500) ->
 
 
 def run_student(ev: EvaluationData, load_encoder: Callable[[str], object], settings: TrainSettings, method: str,
-                encoder_name: str, seed: int, caption_ids: np.ndarray | None) -> tuple[pd.DataFrame, np.ndarray]:
+                encoder_name: str, seed: int, caption_ids: np.ndarray | None,
+                text: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """Train and evaluate one student: `pds` on the synthetic pairs, any other method on the real pairs
-    `caption_ids`. Under the paper's protocol `ev` holds `encoder_name`'s frozen embeddings
+    `caption_ids`, with their captions' features as text targets or `text` (M, d_t) (the averaged targets of
+    the controls). Under the paper's protocol `ev` holds `encoder_name`'s frozen embeddings
     (`frozen_embedding_data`) and only a text head is trained. Returns (history with run columns, test top-5
     at the val-selected epoch)."""
     if method == "pds":
@@ -379,6 +464,8 @@ def run_student(ev: EvaluationData, load_encoder: Callable[[str], object], setti
         train = PairSet(ev.train_images, ev.train_row.loc[ev.pds_real].to_numpy(np.int64), ev.pds_text)
     else:
         train = pair_set(ev, caption_ids)
+        if text is not None:
+            train = replace(train, text=np.asarray(text, np.float32))
     full = method == "full"
     epochs, every = (settings.full_epochs, settings.full_eval_every) if full else (settings.epochs, settings.eval_every)
     torch.manual_seed(seed)  # random-init encoders differ by seed
@@ -418,13 +505,17 @@ def _worker_run(task):
 def run_evaluation(ev: EvaluationData, methods: Sequence[str], encoder_names: Sequence[str],
                    load_encoder: Callable[[str], object], clip_image: np.ndarray, clip_text: np.ndarray,
                    n_pairs: int, seeds: Sequence[int], settings: TrainSettings, workers: int = 1,
-                   progress: bool = True) -> tuple[pd.DataFrame, dict]:
+                   progress: bool = True, keep: np.ndarray | None = None,
+                   n_neighbours: int = 0) -> tuple[pd.DataFrame, dict]:
     """Train and evaluate one student per (method, image encoder, seed) under `settings.protocol`.
 
     Methods: `pds` (ev.synthetic with ev.pds_text), `pds_real` (the ablation: ev.pds_real real images
     with ev.pds_text), `random` / `herding` / `kcenter` (n_pairs real pairs
     chosen on the CLIP embeddings clip_image (n_images, d), clip_text (n_captions, d)), `full` (every
-    training pair; `settings.full_epochs` epochs). The text side is ev's (`with_text` swaps it).
+    training pair; `settings.full_epochs` epochs), the controls `random_kept` / `random_avg` / `random_nbr`
+    (n_pairs pairs of the noise filter's pool `keep`, see `select_pairs`; `random_nbr` averages n_neighbours
+    pairs, `control_members`). The text side is ev's (`with_text` swaps it): the controls' averaged targets are
+    means of ev.text_features rows, the student's caption features (field) or CLIP's (paper), as PDS's.
     `load_encoder(name)` returns a fresh `pds.models.ImageEncoder`; under the field's protocol it is called
     under each run's seed (and must be picklable when workers > 1), under the paper's once per encoder.
 
@@ -444,11 +535,17 @@ def run_evaluation(ev: EvaluationData, methods: Sequence[str], encoder_names: Se
         raise ValueError("method pds_real needs pds_real (nearest_real_images) and pds_text in load_evaluation_data.")
     if not encoder_names or not seeds:
         raise ValueError("give at least one image encoder and one seed.")
-    selections = {(m, s): None if m.startswith("pds") else select_pairs(m, ev.captions, clip_image, clip_text, n_pairs, s)
+    selections = {(m, s): None if m.startswith("pds") else select_pairs(m, ev.captions, clip_image, clip_text, n_pairs, s,
+                                                                         keep)
                   for m in methods for s in seeds}
+    targets = {}  # (method, seed) -> (n_pairs, d_t) averaged text targets of the controls that have them
+    for (m, s), ids in selections.items():
+        if m in ("random_avg", "random_nbr"):
+            members = control_members(m, ev.captions, clip_image, keep, ids, n_neighbours)
+            targets[(m, s)] = (pds_text_targets(members, ids, ev.text_features)[0],)
     # the full-data bound is the costliest student by far (every pair, many epochs) and varies least over seeds
     full_seeds = seeds[:settings.full_seeds] if settings.full_seeds else seeds
-    plan = [(m, e, s, selections[(m, s)]) for e in encoder_names for m in methods
+    plan = [(m, e, s, selections[(m, s)], *targets.get((m, s), ())) for e in encoder_names for m in methods
             for s in (full_seeds if m == "full" else seeds)]
     if settings.protocol == "paper":
         data_for = {}

@@ -12,11 +12,17 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 # One colour per method, in every figure (Okabe & Ito 2008, "Color Universal Design"; #999999 is the grey
-# usually added to it). The order is the legend order.
+# usually added to it). The order is the legend order. The controls came after its eight legible colours were
+# taken: theirs are 0x11-grid colours (contrast >= 3:1 on white, CIELAB L* 30-60) chosen far from the colours
+# here in normal vision and in simulated deuteranopia, protanopia and tritanopia (Machado 2009): each is at least
+# 21 Delta-E (CIE76) from every other method's colour in all four (the Okabe-Ito colours among themselves: 7).
 METHOD_COLOURS = {
     "pds": "#D55E00",  # vermillion
     "pds_real": "#E69F00",  # orange: PDS's prototypes with the nearest real images (ablation)
     "random": "#999999",  # grey
+    "random_kept": "#664400",  # dark brown: random pairs of the noise filter's pool (control)
+    "random_avg": "#7755DD",  # slate violet: random kept images, mean of their own captions as target (control)
+    "random_nbr": "#9900FF",  # violet: random kept pairs, mean caption of their k nearest pairs (control)
     "herding": "#0072B2",  # blue
     "kcenter": "#009E73",  # bluish green
     "full": "#000000",  # black: the full-data upper bound

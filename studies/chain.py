@@ -48,6 +48,7 @@ def commands(work, world: str, n_pairs: int, dataset: str | None = None, cluster
         [sys.executable, "-m", "pds.text_features", "--embeddings-dir", str(w / "embeddings"),
          "--out", str(w / "text_features")],
         notebook("05_evaluate", {"embeddings_dir": w / "embeddings", "text_features_dir": w / "text_features",
+                                 "clusters_dir": w / "clusters",
                                  "prototypes_dir": w / "prototypes", "synthetic_dir": w / "synthetic",
                                  "dataset_root": raw, "encoders_dir": f"models/{world}/toy-encoders",
                                  "out_dir": w / "evaluate", "dataset": dataset or world, "n_pairs": n_pairs,

@@ -38,7 +38,7 @@ import threading
 import time
 from pathlib import Path
 
-from pds import config, data, paths
+from pds import config, data, paths, results
 
 # ----------------------------------------------------------------------------------------------------
 # stabilityai/stable-diffusion-2-1-unclip-small, transcribed from its component configs (model_index.json,
@@ -488,7 +488,7 @@ def check_outputs(out: Path, params: dict) -> dict:
     metrics = data.load_json(out / "results" / "evaluate" / "metrics.json")
     ev = params["evaluate"]
     protocols, encoders, methods = (ev[k].split(",") for k in ("protocol", "image_encoders", "methods"))
-    rows = {(x["protocol"], x["image_encoder"], x["method"]) for x in metrics["results"] if x["selected_on"] == "val"}
+    rows = set(results.rows(metrics, "val")[["protocol", "image_encoder", "method"]].itertuples(index=False, name=None))
     want = {(p, e, m) for p in protocols for e in encoders for m in methods}
     assert rows == want, f"metrics.json rows {sorted(rows)} != {sorted(want)}"
     r["metrics_rows"] = {"protocols": protocols, "image_encoders": encoders, "methods": methods,

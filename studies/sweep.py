@@ -116,6 +116,7 @@ def run_ablations(world: str, n_pairs: int, run, out) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, (methods, target) in ABLATIONS.items():
             params = {"embeddings_dir": run / "embeddings", "text_features_dir": run / "text_features",
+                      "clusters_dir": run / "clusters",
                       "prototypes_dir": run / "prototypes", "synthetic_dir": run / "synthetic",
                       "dataset_root": paths.resolve(f"data/raw/{world}"), "encoders_dir": f"models/{world}/toy-encoders",
                       "out_dir": f"{tmp}/{name}", "dataset": world, "n_pairs": n_pairs, "methods": methods,

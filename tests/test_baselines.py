@@ -90,3 +90,41 @@ def test_nan_embeddings_are_refused():
     x[1, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         baselines.pair_features(x, np.ones((4, 2)))
+
+
+def naive_random_images(image_ids, m, seed):
+    """The documented rule, step by step: random's draw; a pair whose image a lower position already holds is
+    replaced by a draw among the pairs of images not yet held, until every image is distinct."""
+    rng = np.random.default_rng(seed)
+    pos = sorted(rng.choice(len(image_ids), size=m, replace=False).tolist())
+    while True:
+        held, kept = set(), []
+        for p in pos:
+            if image_ids[p] not in held:
+                held.add(image_ids[p])
+                kept.append(p)
+        if len(kept) == m:
+            return kept
+        free = [j for j in range(len(image_ids)) if image_ids[j] not in held]
+        pos = sorted(kept + rng.choice(free, size=m - len(kept), replace=False).tolist())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_images_match_naive_reference_and_hold_distinct_images(seed):
+    image_ids = np.random.default_rng(100 + seed).integers(0, 9, size=30)  # ~3 pairs per image: collisions likely
+    got = baselines.select_random_images(image_ids, 7, seed)
+    assert got.tolist() == naive_random_images(image_ids, 7, seed)
+    assert len(set(image_ids[got])) == 7 and (np.diff(got) > 0).all()
+
+
+def test_random_images_equal_random_where_its_images_are_distinct():
+    image_ids = np.arange(40) // 2  # two pairs per image
+    same = 0
+    for seed in range(20):
+        plain = baselines.select_random(len(image_ids), 4, seed)
+        if len(set(image_ids[plain])) == 4:
+            same += 1
+            assert baselines.select_random_images(image_ids, 4, seed).tolist() == plain.tolist()
+    assert same >= 10  # the comparison ran
+    with pytest.raises(ValueError, match="distinct images"):
+        baselines.select_random_images(image_ids, 21, 0)

@@ -253,3 +253,146 @@ def test_full_seeds_trains_the_full_bound_for_the_first_seeds_only(monkeypatch):
         evaluate.TrainSettings(1, 1, 0.1, 0.0, 2, 1, full_seeds=-1)
 
 
+def _control_world(n_train=12, per=4, seed=0):
+    """n_train train images (and 2 val, 2 test) with `per` captions each, CLIP image embeddings, caption
+    features, and a keep mask that drops about a quarter of the train pairs (whole images too)."""
+    rng = np.random.default_rng(seed)
+    split = ["train"] * n_train + ["val", "val", "test", "test"]
+    image_id = np.repeat(np.arange(len(split)), per)
+    captions = pd.DataFrame({"caption_id": np.arange(len(image_id)), "image_id": image_id,
+                             "split": [split[i] for i in image_id], "caption": [f"c{k}" for k in range(len(image_id))]})
+    clip_image = rng.normal(size=(len(split), 5))
+    feats = rng.normal(size=(len(captions), 3)).astype(np.float32)
+    keep = rng.random(n_train * per) > 0.25
+    keep[:per] = False  # image 0 loses every pair
+    return captions, clip_image, feats, keep
+
+
+def _naive_targets(method, captions, clip_image, feats, keep, ids, k):
+    """Each control pair's text target by plain loops over the kept train pairs."""
+    train = captions[captions.split == "train"].reset_index(drop=True)
+    kept = [j for j in range(len(train)) if keep[j]]
+    out = []
+    for cid in ids:
+        img = int(captions.image_id[cid])
+        if method == "random_avg":
+            group = [int(train.caption_id[j]) for j in kept if int(train.image_id[j]) == img]
+        else:
+            q = clip_image[img] / np.linalg.norm(clip_image[img])
+            scored = []
+            for j in kept:
+                x = clip_image[int(train.image_id[j])]
+                cos = np.inf if int(train.caption_id[j]) == cid else float(q @ (x / np.linalg.norm(x)))
+                scored.append((-cos, j))
+            group = [int(train.caption_id[j]) for _, j in sorted(scored)[:k]]
+        assert cid in group
+        out.append(np.mean([feats[g].astype(np.float64) for g in group], axis=0))
+    return np.array(out)
+
+
+def test_random_kept_draws_random_from_the_kept_pool_only():
+    captions, clip_image, feats, keep = _control_world()
+    train_ids = captions.caption_id[captions.split == "train"].to_numpy()
+    pool = train_ids[keep]
+    for seed in range(5):
+        ids = evaluate.select_pairs("random_kept", captions, clip_image, None, 6, seed, keep)
+        naive = [pool[p] for p in sorted(np.random.default_rng(seed).choice(len(pool), 6, replace=False))]
+        assert ids.tolist() == naive and set(ids) <= set(pool)
+    for method in ("random_avg", "random_nbr"):  # one selection for both: kept pairs of distinct images
+        ids = evaluate.select_pairs(method, captions, clip_image, None, 6, 3, keep)
+        assert set(ids) <= set(pool) and captions.image_id[ids].nunique() == 6
+    assert (evaluate.select_pairs("random_avg", captions, clip_image, None, 6, 3, keep)
+            == evaluate.select_pairs("random_nbr", captions, clip_image, None, 6, 3, keep)).all()
+    everything = np.ones_like(keep)  # a filter that drops nothing (rm_ratio 0): random_kept is random
+    for seed in range(3):
+        assert (evaluate.select_pairs("random_kept", captions, clip_image, None, 6, seed, everything)
+                == evaluate.select_pairs("random", captions, clip_image, None, 6, seed)).all()
+    with pytest.raises(ValueError, match="keep mask"):
+        evaluate.select_pairs("random_kept", captions, clip_image, None, 6, 0)
+    with pytest.raises(ValueError, match="one entry per training pair"):
+        evaluate.select_pairs("random_kept", captions, clip_image, None, 6, 0, keep[1:])
+
+
+@pytest.mark.parametrize("method", ["random_avg", "random_nbr"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_control_targets_match_naive_reference(method, seed):
+    captions, clip_image, feats, keep = _control_world(seed=seed)
+    ids = evaluate.select_pairs(method, captions, clip_image, None, 5, seed, keep)
+    members = evaluate.control_members(method, captions, clip_image, keep, ids, n_neighbours=6)
+    got, n_fallback = evaluate.pds_text_targets(members, ids, feats)
+    assert n_fallback == 0
+    np.testing.assert_allclose(got, _naive_targets(method, captions, clip_image, feats, keep, ids, 6), rtol=1e-6, atol=1e-6)
+
+
+def test_random_nbr_with_one_neighbour_is_the_pair_itself_and_refuses_a_bad_k():
+    captions, clip_image, feats, keep = _control_world()
+    ids = evaluate.select_pairs("random_nbr", captions, clip_image, None, 5, 0, keep)
+    members = evaluate.control_members("random_nbr", captions, clip_image, keep, ids, n_neighbours=1)
+    assert members.caption_id.tolist() == ids.tolist()
+    for k in (0, int(keep.sum()) + 1):
+        with pytest.raises(ValueError, match="n_neighbours"):
+            evaluate.control_members("random_nbr", captions, clip_image, keep, ids, n_neighbours=k)
+    dropped = captions.caption_id[captions.split == "train"].to_numpy()[~keep][:1]
+    with pytest.raises(ValueError, match="kept training pairs"):
+        evaluate.control_members("random_avg", captions, clip_image, keep, dropped)
+
+
+def test_median_intersection_size_counts_members_per_prototype():
+    members = pd.DataFrame({"prototype": [0] * 5 + [1] * 2 + [3] * 9 + [4] * 4, "caption_id": range(20)})
+    counts = [sum(1 for p in members.prototype if p == q) for q in sorted(set(members.prototype))]
+    assert evaluate.median_intersection_size(members) == round(float(np.median(counts))) == 4
+    with pytest.raises(ValueError, match="no member pairs"):
+        evaluate.median_intersection_size(members.iloc[:0])
+
+
+def test_run_evaluation_trains_the_controls_on_their_targets_in_each_protocols_text_space(monkeypatch):
+    """The controls reach the student with their averaged targets taken from ev's text features (so the paper's
+    protocol averages CLIP's), and every other method exactly as before (no text argument)."""
+    captions, clip_image, feats, keep = _control_world()
+    calls = {}
+
+    def fake_run(ev, load_encoder, settings, method, encoder, seed, ids, text=None):
+        calls[(method, seed)] = (ids, text)
+        hist = pd.DataFrame([{"protocol": settings.protocol, "method": method, "image_encoder": encoder, "seed": seed,
+                              "n_train": 1, "epochs": 1, "epoch": 0, "split": split, "loss": 0.0, "seconds": 0.0,
+                              **dict.fromkeys(contrastive.METRICS, 0.0)} for split in ("val", "test")])
+        return hist, None
+
+    monkeypatch.setattr(evaluate, "run_student", fake_run)
+    settings = evaluate.TrainSettings(1, 1, 0.1, 0.0, 2, 1)
+    methods = ["random", "random_kept", "random_avg", "random_nbr"]
+    for space in (feats, 2.0 * feats + 1.0):  # e.g. the student's caption features, then CLIP's
+        ev = SimpleNamespace(synthetic=None, pds_real=None, pds_text=None, captions=captions, text_features=space)
+        evaluate.run_evaluation(ev, methods, ["convnet"], None, clip_image, None, 5, [7, 8], settings,
+                                progress=False, keep=keep, n_neighbours=3)
+        for seed in (7, 8):
+            assert calls[("random", seed)][1] is None and calls[("random_kept", seed)][1] is None
+            assert calls[("random", seed)][0].tolist() == evaluate.select_pairs("random", captions, None, None, 5, seed).tolist()
+            for m in ("random_avg", "random_nbr"):
+                ids, text = calls[(m, seed)]
+                np.testing.assert_allclose(text, _naive_targets(m, captions, clip_image, space, keep, ids, 3),
+                                           rtol=1e-6, atol=1e-6)
+
+
+def test_run_student_trains_on_given_targets():
+    """A control's targets replace its pairs' caption features; the images stay the pairs'."""
+    rng = np.random.default_rng(0)
+    ev = _paper_data(rng)
+    ids = evaluate.select_pairs("random", ev.captions, None, None, 4, 0)
+    seen = []
+    real = evaluate.train_student
+
+    def spy(encoder, train, *a, **k):
+        seen.append(train)
+        return real(encoder, train, *a, **k)
+
+    settings = evaluate.TrainSettings(epochs=1, full_epochs=1, lr=0.05, lr_image=0.0, batch_size=4, eval_every=1,
+                                      protocol="paper")
+    pev = evaluate.frozen_embedding_data(ev, bn_encoder(), 10)
+    text = rng.normal(size=(4, ev.text_features.shape[1])).astype(np.float32)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluate, "train_student", spy)
+        evaluate.run_student(pev, None, settings, "random_avg", "convnet", 0, ids, text)
+        evaluate.run_student(pev, None, settings, "random", "convnet", 0, ids)
+    assert (seen[0].text == text).all() and (seen[1].text == pev.text_features[ids]).all()
+    assert (seen[0].image_index == seen[1].image_index).all()

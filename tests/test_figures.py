@@ -9,8 +9,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from PIL import Image
 
-from studies import figures
 from pds.paths import ROOT
+from studies import figures
 
 
 def png(colour) -> bytes:

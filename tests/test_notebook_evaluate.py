@@ -9,10 +9,10 @@ import pytest
 from fakes import make_fake_dataset, make_fake_embeddings
 from PIL import Image
 
-from pds import contrastive, data, text_features
+from pds import cluster, contrastive, data, results, text_features
 from pds.paths import ROOT
 
-METHODS = ["pds", "random", "herding", "kcenter", "full", "pds_real"]
+METHODS = ["pds", "random", "herding", "kcenter", "full", "pds_real", "random_kept", "random_avg", "random_nbr"]
 TM_METHODS = ["tm", "lors"]
 
 
@@ -73,10 +73,17 @@ def ran(tmp_path_factory):
     data.save_table(tmp / "synthetic" / "synthetic.parquet",
                     pd.DataFrame({"file": [f"{g:03d}.png" for g in range(4)], "caption": ["c"] * 4, "prototype": range(4)}))
     fake_tm(tmp, captions, rng)
+    # the noise filter's pool of the controls: every fifth train pair dropped (labels and centroids unused here)
+    keep = np.arange(len(train)) % 5 != 4
+    n_kept = int(keep.sum())
+    cluster.save_clusters(tmp / "clusters", cluster.Clusters(keep, np.zeros(n_kept, np.int64), np.zeros(n_kept, np.int64),
+                                                             np.zeros((4, 16), np.float32), np.zeros((4, 16), np.float32),
+                                                             0.0, 0.0), train.caption_id.to_numpy())
     papermill.execute_notebook(
         str(ROOT / "notebooks" / "05_evaluate.ipynb"), str(tmp / "05_evaluate.ipynb"), kernel_name="python3",
         cwd=str(ROOT), progress_bar=False,
         parameters={"embeddings_dir": str(tmp / "embeddings"), "text_features_dir": str(tmp / "text_features"),
+                    "clusters_dir": str(tmp / "clusters"),
                     "prototypes_dir": str(tmp / "prototypes"), "synthetic_dir": str(tmp / "synthetic"),
                     "dataset_root": str(tmp / "raw" / "fake"), "encoders_dir": str(tmp / "no-encoders"),
                     "tm_runs": str(tmp / "tm_runs.csv"), "tm_dir": str(tmp / "tm"), "out_dir": str(tmp / "out"), "dataset": "fake", "n_pairs": 4, "methods": ",".join(METHODS),
@@ -90,25 +97,36 @@ def ran(tmp_path_factory):
 def test_metrics_json_has_one_entry_per_method_encoder_and_rule(ran):
     metrics = data.load_json(ran / "metrics.json")
     assert (metrics["dataset"], metrics["n_pairs"], metrics["seeds"]) == ("fake", 4, 2)
-    got = [(r["protocol"], r["method"], r["image_encoder"], r["selected_on"]) for r in metrics["results"]]
+    table = results.rows(metrics, "val")
+    got = list(table[["protocol", "method", "image_encoder"]].itertuples(index=False, name=None))
     # the tm_evaluate stage's students join the table after the notebook's own methods
-    assert got == [(p, m, "convnet", rule) for p in ("field", "paper") for m in METHODS + TM_METHODS
-                   for rule in ("val", "test")]
-    for r in metrics["results"]:
-        assert 0 <= r["r_mean"] <= 100 and r["r_mean_std"] >= 0
+    assert got == [(p, m, "convnet") for p in ("field", "paper") for m in METHODS + TM_METHODS]
+    assert len(results.rows(metrics, "test")) == len(table)
+    for r in table.to_dict("records"):
+        assert 0 <= r["r_mean"] <= 100 and r["sd"] >= 0
         want = {"field": 1 if r["method"] == "full" else 2, "paper": 3}[r["protocol"]]
         assert r["epochs"] == want
 
 
 def test_runs_csv_holds_every_evaluation(ran):
     runs = pd.read_csv(ran / "runs.csv")
-    # field: 6 methods x 2 seeds; epochs 0..2 (0..1 for full), val and test each; paper: epochs 0, 1, 2, 3;
+    # field: 9 methods x 2 seeds; epochs 0..2 (0..1 for full), val and test each; paper: epochs 0, 1, 2, 3;
     # then the 2 x 2 MTT-VL / LoRS students of each protocol
-    assert len(runs) == (5 * 2 * 3 + 2 * 2) * 2 + 6 * 2 * 4 * 2 + 2 * 2 * (3 + 4) * 2
+    assert len(runs) == (8 * 2 * 3 + 2 * 2) * 2 + 9 * 2 * 4 * 2 + 2 * 2 * (3 + 4) * 2
     runs = runs[runs.protocol == "field"]
     assert set(runs.columns) >= {"method", "image_encoder", "seed", "epoch", "split", *contrastive.METRICS}
     assert runs.loc[runs.method == "full", "n_train"].iloc[0] == 24  # one caption per train image each epoch
     assert (runs.loc[runs.method != "full", "n_train"] == 4).all()
+
+
+def test_the_controls_report_their_pool_and_neighbourhood(ran):
+    import nbformat
+
+    text = "".join(o.get("text", "") for c in nbformat.read(ran.parent / "05_evaluate.ipynb", 4).cells
+                   if c.cell_type == "code" for o in c.outputs)
+    # 24 train images x 5 captions, every fifth dropped; members: 120 train captions by group, the last 3 cut
+    assert "controls draw from the 96 of 120 training pairs the noise filter keeps" in text
+    assert "random_nbr averages the captions of the 30 nearest kept pairs" in text
 
 
 def test_plots_are_written(ran):

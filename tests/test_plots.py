@@ -71,11 +71,47 @@ def test_every_method_has_one_distinct_colour_blind_safe_colour():
     assert not missing, f"methods without a colour in pds.plots.METHOD_COLOURS: {sorted(missing)}"
     colours = [to_hex(c) for c in plots.METHOD_COLOURS.values()]
     assert len(set(colours)) == len(colours), "two methods share a colour"
-    assert set(colours) <= OKABE_ITO, "method colours come from the Okabe-Ito palette (plus its grey)"
+    controls = {to_hex(plots.METHOD_COLOURS[m]) for m in CONTROLS}
+    assert set(colours) - controls <= OKABE_ITO, "method colours come from the Okabe-Ito palette (plus its grey)"
     assert "#f0e442" not in colours  # Okabe-Ito yellow is unreadable on white
     # synthetic images are PDS's: framed in its colour; real ones in a colour no method uses
     assert plots.IMAGE_KIND_COLOURS["synthetic"] == plots.method_colour("pds")
     assert to_hex(plots.IMAGE_KIND_COLOURS["real"]) not in colours
+
+
+CONTROLS = ["random_kept", "random_avg", "random_nbr"]
+# Machado, Oliveira & Fernandes 2009, severity 1, on linear RGB
+CVD = {"normal": np.eye(3),
+       "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+       "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+       "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]]}
+
+
+def _linear_rgb(hex_colour):
+    c = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)]) / 255
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def _lab(rgb):
+    """CIELAB (D65) of a linear-RGB colour, by the textbook formulas."""
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ rgb
+    f = [v ** (1 / 3) if v > (6 / 29) ** 3 else v / (3 * (6 / 29) ** 2) + 4 / 29
+         for v in xyz / np.array([0.95047, 1.0, 1.08883])]
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_the_controls_colours_are_legible_and_far_from_every_other_method_also_for_colour_blind_readers():
+    for m in CONTROLS:
+        rgb = _linear_rgb(plots.METHOD_COLOURS[m])
+        luminance = float(rgb @ [0.2126, 0.7152, 0.0722])
+        assert 1.05 / (luminance + 0.05) >= 3, f"{m}: contrast on white below 3:1 (WCAG for graphics)"
+        for other, colour in plots.METHOD_COLOURS.items():
+            if other == m:
+                continue
+            for view, sim in CVD.items():
+                a = _lab(np.clip(np.asarray(sim) @ rgb, 0, 1))
+                b = _lab(np.clip(np.asarray(sim) @ _linear_rgb(colour), 0, 1))
+                assert np.linalg.norm(a - b) >= 20, f"{m} and {other} look alike ({view})"
 
 
 def test_method_colour_fails_clearly_for_an_unknown_method():
