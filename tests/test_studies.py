@@ -1,0 +1,72 @@
+"""The studies are DVC stages (studies/dvc.yaml) that write only their own folders: none edits params.yaml or a
+lock file, none runs git, and a user's uncommitted edit to params.yaml survives a study's command."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pds.paths import ROOT
+
+STUDIES = yaml.safe_load((ROOT / "studies" / "dvc.yaml").read_text())
+STAGES = STUDIES["stages"]
+
+
+def _out_paths(stage) -> list[str]:
+    return [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_each_study_checks_params_first_and_writes_only_build_or_results(name):
+    stage = STAGES[name].get("do", STAGES[name])
+    assert stage["wdir"] == ".." and stage["cmd"].startswith("python -m pds.config && "), name
+    assert "git " not in stage["cmd"] and "dvc exp" not in stage["cmd"], name
+    for out in _out_paths(stage):
+        assert out.startswith(("build/", "results/")), (name, out)
+
+
+def test_no_make_target_runs_git_checkout_or_dvc_exp():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "git checkout" not in makefile and "dvc exp run" not in makefile
+
+
+def test_every_committed_study_metrics_file_is_listed_for_dvc_metrics():
+    listed = {m.removeprefix("../") for m in STUDIES["metrics"]}
+    for stage in STAGES.values():
+        for out in _out_paths(stage.get("do", stage)):
+            if out.endswith("metrics.json") or "metrics_" in out:
+                assert out.replace("${worlds.world}", "toyflickr").replace("${item}", "200") in listed or "${" in out
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_an_uncommitted_params_edit_survives_a_study(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    params = clone / "params.yaml"
+    edited = params.read_text().replace("  seeds: 3\n", "  seeds: 2  # a user's uncommitted edit\n")
+    assert edited != params.read_text()
+    params.write_text(edited)
+    lock = (clone / "dvc.lock").read_text()
+    env = os.environ | {"PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+                        "PYTHONPATH": str(clone)}
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "studies/dvc.yaml:sweep_summary"], cwd=clone, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert params.read_text() == edited and (clone / "dvc.lock").read_text() == lock
+    assert (clone / "results" / "sweep" / "summary.md").is_file()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_install_refuses_a_linked_venv(tmp_path):
+    for name in ("Makefile", "requirements.lock", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    other = tmp_path / "other-venv"
+    (other / "bin").mkdir(parents=True)
+    (tmp_path / ".venv").symlink_to(other)
+    done = subprocess.run(["make", "--no-print-directory", "install"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and ".venv is a link to" in done.stderr
+    assert sorted(p.name for p in (other / "bin").iterdir()) == []  # nothing written into the linked environment
