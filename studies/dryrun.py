@@ -168,6 +168,8 @@ def write_dataset(root, sizes: dict[str, int] | None = None, seed: int = 0, shor
     from PIL import Image
 
     from pds.toy import world
+    from pds.toy.captions import make_captions
+    from pds.toy.scene import draw_image, sample_attributes
 
     sizes = sizes or SPLIT_SIZES
     root = Path(root)
@@ -177,10 +179,10 @@ def write_dataset(root, sizes: dict[str, int] | None = None, seed: int = 0, shor
     for split in data.SPLITS:
         for k in range(sizes[split]):
             attr_rng, caption_rng, draw_rng = world._image_rngs(seed, split, k)  # as generate_toyworld draws them
-            attrs = world.sample_attributes(attr_rng)
-            captions = world.make_captions(attrs, caption_rng, n=5)
+            attrs = sample_attributes(attr_rng)
+            captions = make_captions(attrs, caption_rng, n=5)
             size = (long_side, short_side) if imgid % 2 == 0 else (short_side, long_side)
-            image = world.draw_image(attrs, 32, draw_rng).resize(size, Image.Resampling.BICUBIC)
+            image = draw_image(attrs, 32, draw_rng).resize(size, Image.Resampling.BICUBIC)
             filename = f"{1000000000 + imgid}.jpg"
             data.atomic_write(root / filename, lambda tmp, im=image: im.save(tmp, format="JPEG", quality=95))
             sentids = list(range(5 * imgid, 5 * imgid + 5))

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from unclip_fakes import tiny_unclip
 
 from pds import models, paths
-from pds.toy import world
+from pds.toy.captions import make_captions
+from pds.toy.scene import draw_image
 
 TOY_CLIP = "local-dir:models/toyworld/toy-clip"
 TOY_UNCLIP = "models/toyworld/toy-unclip"
@@ -26,8 +27,8 @@ def toy_scenes():
                    background="black"),
               dict(shape="triangle", colour="yellow", size="small", count=3, arrangement="column", position="left",
                    background="gray")]
-    images = [world.draw_image(a, 32, np.random.default_rng(i)) for i, a in enumerate(scenes)]
-    captions = [world.make_captions(a, rng, n=1)[0] for a in scenes]
+    images = [draw_image(a, 32, np.random.default_rng(i)) for i, a in enumerate(scenes)]
+    captions = [make_captions(a, rng, n=1)[0] for a in scenes]
     return images, captions
 
 

@@ -160,14 +160,15 @@ def test_bad_settings_fail(pipe, protos, tmp_path, settings, message):
 
 def test_toy_decoder_end_to_end(tmp_path):
     from pds.models import load_clip, load_unclip
-    from pds.toy import world
+    from pds.toy.captions import make_captions
+    from pds.toy.scene import draw_image, sample_attributes
 
     model, preprocess, tokenizer = load_clip("local-dir:models/toyworld/toy-clip", device="cpu")
     pipe = load_unclip("models/toyworld/toy-unclip", device="cpu")
     rng = np.random.default_rng(1)
-    attrs = [world.sample_attributes(rng) for _ in range(3)]
-    images = [world.draw_image(a, 32, rng) for a in attrs]
-    captions = [world.make_captions(a, rng, n=1)[0] for a in attrs]
+    attrs = [sample_attributes(rng) for _ in range(3)]
+    images = [draw_image(a, 32, rng) for a in attrs]
+    captions = [make_captions(a, rng, n=1)[0] for a in attrs]
     import torch
     with torch.inference_mode():
         protos = model.encode_image(torch.stack([preprocess(im) for im in images])).numpy()  # (3, 64)

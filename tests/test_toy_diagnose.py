@@ -8,6 +8,8 @@ from unclip_fakes import tiny_unclip
 
 from pds import data
 from pds.toy import diagnose, world
+from pds.toy.captions import parse_caption
+from pds.toy.scene import SHAPES
 
 
 def test_swap_shape_changes_the_shape_and_nothing_else(tmp_path):
@@ -16,12 +18,12 @@ def test_swap_shape_changes_the_shape_and_nothing_else(tmp_path):
     _, captions = data.load_dataset(root)
     forms = set()
     for caption in captions.caption:
-        before = world.parse_caption(caption)
+        before = parse_caption(caption)
         forms.add(diagnose._SHAPE_RE.search(caption).group(1).lower())
-        for shape in world.SHAPES:
-            after = world.parse_caption(diagnose.swap_shape(caption, shape))
+        for shape in SHAPES:
+            after = parse_caption(diagnose.swap_shape(caption, shape))
             assert after == {**before, "shape": shape}, caption
-    assert len(forms) > len(world.SHAPES)  # synonyms and plurals were exercised, not only canonical names
+    assert len(forms) > len(SHAPES)  # synonyms and plurals were exercised, not only canonical names
 
 
 def test_swap_shape_refuses_what_it_cannot_swap():

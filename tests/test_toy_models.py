@@ -11,6 +11,8 @@ from unclip_fakes import tiny_unclip
 
 from pds import models
 from pds.toy import quality, train, unclip, world
+from pds.toy.captions import parse_caption
+from pds.toy.scene import ALL_COLOURS, ALL_SHAPES, COLOURS, SHAPES
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +89,10 @@ def test_train_unclip_saves_a_pipeline_conditioned_on_the_clip(tiny_world, tmp_p
 
 def test_judge_prompts_cover_every_shape_and_colour():
     classes, prompts = quality.class_prompts()
-    assert len(classes) == len(world.SHAPES) * len(world.COLOURS)
+    assert len(classes) == len(SHAPES) * len(COLOURS)
     for (shape, colour), ps in zip(classes, prompts, strict=True):
         for p in ps:
-            parsed = world.parse_caption(p)
+            parsed = parse_caption(p)
             assert parsed["shape"] == shape and parsed["colour"] == colour
 
 
@@ -113,7 +115,7 @@ def test_judge_learns_every_attribute_of_the_tiny_world_and_refuses_incomplete_l
     pil, images, prompts, labels = quality.split_arrays(tiny_world, "train")
     assert list(labels.columns) == list(quality.JUDGED) and len(labels) == len(pil) == len(prompts) == 24
     for caption, (_, row) in zip(prompts, labels.iterrows(), strict=True):  # the attributes are the image's own
-        assert world.parse_caption(caption).items() <= row.to_dict().items()
+        assert parse_caption(caption).items() <= row.to_dict().items()
     judge = quality.train_judge(images, labels, steps=150, batch_size=24, progress=False)
     pred = judge.predict(images)
     assert list(pred.columns) == list(quality.JUDGED) and len(pred) == 24
@@ -230,13 +232,13 @@ def test_the_judge_and_the_zero_shot_classes_take_the_worlds_vocabulary():
     assert world.Knobs().labels(quality.JUDGED) == quality.JUDGED  # today's world: today's judge, exactly
     big = world.Knobs(n_shapes=9, n_colours=8)
     judged = big.labels(quality.JUDGED)
-    assert judged["shape"] == world.ALL_SHAPES[:9] and judged["colour"] == world.ALL_COLOURS[:8]
+    assert judged["shape"] == ALL_SHAPES[:9] and judged["colour"] == ALL_COLOURS[:8]
     assert list(judged) == list(quality.JUDGED)
     classes, prompts = quality.class_prompts(big.shapes, big.colours)
     assert len(classes) == 72
     for (shape, colour), ps in zip(classes, prompts, strict=True):
         for p in ps:
-            parsed = world.parse_caption(p)
+            parsed = parse_caption(p)
             assert parsed["shape"] == shape and parsed["colour"] == colour, p
     judge = quality.AttributeJudge(judged)
     assert judge.heads["shape"].out_features == 9 and judge.heads["colour"].out_features == 8

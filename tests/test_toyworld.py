@@ -12,7 +12,8 @@ from scipy.stats import chi2_contingency
 
 from pds.data import load_dataset, load_json, preprocess_caption
 from pds.toy import world as toyworld
-from pds.toy.world import (
+from pds.toy.captions import make_captions, make_partial_captions, parse_caption
+from pds.toy.scene import (
     ALL_COLOURS,
     ALL_SHAPES,
     ARRANGEMENTS,
@@ -24,16 +25,15 @@ from pds.toy.world import (
     RGB,
     SHAPES,
     SIZES,
-    Knobs,
-    concept_distribution,
     draw_image,
     draw_scene,
-    generate_toyworld,
-    make_captions,
-    make_partial_captions,
-    mismatch_sources,
-    parse_caption,
     sample_attributes,
+)
+from pds.toy.world import (
+    Knobs,
+    concept_distribution,
+    generate_toyworld,
+    mismatch_sources,
     sample_scene,
     scene_captions,
 )
@@ -553,7 +553,7 @@ def test_a_world_in_any_folder_records_its_knobs_for_the_models_trained_on_it(tm
     images, _ = load_dataset(root, ann_file=world.ANN_FILE)
     assert len(images) == 8
     knobs = world.world_knobs(root)
-    assert knobs.shapes == world.ALL_SHAPES[:7] and knobs.colours == world.ALL_COLOURS[:8]
+    assert knobs.shapes == ALL_SHAPES[:7] and knobs.colours == ALL_COLOURS[:8]
     assert knobs == world.Knobs(**knobs_in)
     generate_toyworld(tmp_path / "plain", n_train=2, n_val=1, n_test=1, seed=1)
     assert world.world_knobs(tmp_path / "plain") == world.Knobs()

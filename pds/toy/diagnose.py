@@ -20,7 +20,8 @@ from sklearn.linear_model import LogisticRegression
 from pds import data
 from pds.paths import resolve
 from pds.toy import quality, world
-from pds.toy.world import _SHAPE_SYN, ATTRIBUTES, SHAPES, parse_caption
+from pds.toy.captions import _SHAPE_SYN, parse_caption
+from pds.toy.scene import ATTRIBUTES, SHAPES
 
 # every written form of every shape -> 1 if plural; the pattern tries the longest first ("plus signs")
 _FORM = {form: plural for forms in _SHAPE_SYN.values() for pair in forms for plural, form in enumerate(pair)}

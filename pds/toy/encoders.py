@@ -27,12 +27,23 @@ from pds import data
 from pds.paths import resolve
 from pds.students import ARCHS, STUDENTS, build_student
 from pds.toy import world
+from pds.toy.scene import (
+    ARRANGEMENTS,
+    BACKGROUNDS,
+    COLOURS,
+    COUNTS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    draw_image,
+    sample_attributes,
+)
 
 TODAYS = world.Knobs()  # today's world: every knob at its default
 
 # label values per attribute, in the generator's order
-LABELS = {"shape": world.SHAPES, "colour": world.COLOURS, "size": world.SIZES, "count": world.COUNTS,
-          "arrangement": world.ARRANGEMENTS, "position": world.POSITIONS, "background": world.BACKGROUNDS}
+LABELS = {"shape": SHAPES, "colour": COLOURS, "size": SIZES, "count": COUNTS,
+          "arrangement": ARRANGEMENTS, "position": POSITIONS, "background": BACKGROUNDS}
 
 
 def draw_classification_set(n: int, image_size: int, seed: int, progress: bool = True,
@@ -58,8 +69,8 @@ def draw_classification_set(n: int, image_size: int, seed: int, progress: bool =
         knobs = replace(knobs, zipf_exponent=0.0, mismatch_rate=0.0)
     for i in tqdm(range(n), desc="pretraining images", unit="img", disable=not progress, leave=False):
         if todays:
-            attrs = world.sample_attributes(attr_rng)
-            images[i] = np.asarray(world.draw_image(attrs, image_size, draw_rng))
+            attrs = sample_attributes(attr_rng)
+            images[i] = np.asarray(draw_image(attrs, image_size, draw_rng))
         else:
             scene = world.sample_scene(int(seed), "train", i, knobs)
             attrs = scene["attributes"]

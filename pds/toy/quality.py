@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from pds import data
 from pds.paths import resolve
 from pds.toy import world
+from pds.toy.scene import ARRANGEMENTS, BACKGROUNDS, COLOURS, COUNTS, POSITIONS, SHAPES, SIZES
 from pds.toy.unclip import to_unit_range
-from pds.toy.world import ARRANGEMENTS, BACKGROUNDS, COLOURS, COUNTS, POSITIONS, SHAPES, SIZES
 
 # what the judge names, with its classes; LAYOUT is what Min-SNR weighting lost (models/README.md)
 JUDGED = {"shape": SHAPES, "colour": COLOURS, "count": COUNTS, "arrangement": ARRANGEMENTS,
