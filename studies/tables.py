@@ -1,0 +1,134 @@
+"""The result tables of the docs pages, generated from the committed results files so the text cannot drift
+from them. A table sits between two markers naming what makes it:
+
+    <!-- table: rmean results/evaluate -->
+    ...generated markdown...
+    <!-- /table -->
+
+Kinds: `rmean` (r_mean ± sd, every method, protocol x student), `recall <encoder>` (the papers' layout, field |
+paper), `gain` (r_mean minus random's), `versus <method> <other,...>` (method minus each other method: the
+difference, its 95 % interval and Welch's p, from the folder's runs.csv). The folder holds metrics.json (and
+runs.csv for `versus`).
+
+    python -m studies.tables docs/results.md        # rewrite every table in place
+    python -m studies.tables --check docs/*.md      # exit 1 if a page differs from what its files give (tests)
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from pds import data, paths, plots, results, stats
+
+MARKER = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+LABELS = {"pds_real": "pds_real (ablation)", "tm": "tm (MTT-VL)", "lors": "lors (LoRS)",
+          "random_kept": "random_kept (control)", "random_avg": "random_avg (control)",
+          "random_nbr": "random_nbr (control)"}
+RECALLS = ["IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10", "r_mean"]
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def _columns(table: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(dict.fromkeys(zip(table["protocol"], table["image_encoder"], strict=True)))
+
+
+def _methods(table: pd.DataFrame) -> list[str]:
+    return plots.method_order(table["method"].unique())
+
+
+def rmean(metrics: dict) -> str:
+    t = results.rows(metrics, "val")
+    t["cell"] = results.cells(t)
+    cols = _columns(t)
+    cell = t.set_index(["method", "protocol", "image_encoder"])["cell"]
+    rows = [[LABELS.get(m, m)] + [cell.get((m, p, e), "—") for p, e in cols] for m in _methods(t)]
+    return _markdown(["method"] + [f"{p}: {e}" for p, e in cols], rows)
+
+
+def recall(metrics: dict, encoder: str) -> str:
+    t = results.rows(metrics, "val").set_index(["method", "protocol", "image_encoder"])
+    rows = []
+    for m in _methods(t.reset_index()):
+        if (m, "field", encoder) in t.index and (m, "paper", encoder) in t.index:
+            f, q = t.loc[(m, "field", encoder)], t.loc[(m, "paper", encoder)]
+            rows.append([m] + [f"{f[k]:.1f} \\| {q[k]:.1f}" for k in RECALLS])
+    return _markdown(["method"] + RECALLS, rows)
+
+
+def _signed(x: float, digits: int = 1) -> str:
+    return f"{x:+.{digits}f}".replace("-", "−")
+
+
+def gain(metrics: dict, reference: str = "random") -> str:
+    t = results.rows(metrics, "val")
+    cols = _columns(t)
+    grids = {p: results.gain_grid(metrics, p, [e for q, e in cols if q == p], _methods(t), reference)
+             for p in dict.fromkeys(q for q, _ in cols)}
+    methods = [m for m in _methods(t) if all(m in g.index for g in grids.values())]
+    rows = [[LABELS.get(m, m)] + [_signed(grids[p].loc[m, e]) for p, e in cols] for m in methods]
+    return _markdown([f"r_mean − {reference}"] + [f"{p}: {e}" for p, e in cols], rows)
+
+
+def versus(folder: Path, method: str, others: list[str]) -> str:
+    runs = pd.read_csv(folder / "runs.csv")
+    sel = results.select_epochs(runs)
+    sel = sel[sel["selected_on"] == "val"].drop(columns="selected_on")
+    found = [o for o in others if o in set(sel["method"])]
+    if method not in set(sel["method"]) or not found:
+        raise ValueError(f"{folder}/runs.csv has no {method!r} or none of {others}: rerun its stage with them.")
+    comp = stats.compare_methods(sel, [(method, o) for o in found], test="welch")
+    rows = []
+    for r in comp.to_dict("records"):
+        p = "—" if pd.isna(r["p"]) else f"{r['p']:.2f}" if r["p"] >= 0.01 else f"{r['p']:.0e}"
+        rows.append([f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], _signed(r["diff"]),
+                     f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]", p, f"{r['n_a']} / {r['n_b']}"])
+    return _markdown(["difference", "protocol", "student", "r_mean", "95 % interval", "p (Welch)", "seeds"], rows)
+
+
+def render(spec: str) -> str:
+    kind, folder, *args = spec.split()
+    folder = paths.resolve(folder)
+    metrics = data.load_json(folder / "metrics.json") if kind != "versus" else None
+    if kind == "rmean":
+        return rmean(metrics)
+    if kind == "recall":
+        return recall(metrics, args[0])
+    if kind == "gain":
+        return gain(metrics)
+    if kind == "versus":
+        return versus(folder, args[0], args[1].split(","))
+    raise ValueError(f"unknown table kind {kind!r} in <!-- table: {spec} -->; use rmean, recall, gain or versus.")
+
+
+def update(text: str) -> str:
+    """`text` with every marked table regenerated."""
+    return MARKER.sub(lambda m: m[1] + render(m["spec"]) + m[4], text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("pages", nargs="+")
+    p.add_argument("--check", action="store_true", help="do not write; exit 1 if a page is out of date")
+    args = p.parse_args(argv)
+    stale = []
+    for page in map(paths.resolve, args.pages):
+        text = page.read_text()
+        new = update(text)
+        if new != text:
+            stale.append(str(page))
+            if not args.check:
+                data.atomic_write(page, lambda tmp, new=new: tmp.write_text(new))
+    verb = "out of date" if args.check else "rewritten"
+    print(f"{len(stale)} page(s) {verb}" + (f": {', '.join(stale)}" if stale else ""))
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
