@@ -9,7 +9,7 @@ import pytest
 from fakes import make_fake_dataset, make_fake_embeddings
 from PIL import Image
 
-from pds import contrastive, data, text_features
+from pds import artifacts, contrastive, data, text_features
 from pds.paths import ROOT
 
 METHODS = ["pds", "random", "herding", "kcenter", "full", "pds_real"]
@@ -32,6 +32,7 @@ def fake_tm(tmp, captions, rng) -> None:
         data.save_json(folder / "meta.json", {"lr_image": 0.1, "lr_text": 0.1, "settings": {"iterations": 30}})
         if m == "lors":
             data.save_npy(folder / "similarity.npy", np.eye(4, dtype=np.float32))
+        artifacts.write_manifest(folder, "tm", [p.name for p in folder.iterdir() if p.name != artifacts.MANIFEST])
     rows = []
     for protocol, epochs in (("field", 2), ("paper", 3)):
         for m in TM_METHODS:
@@ -68,10 +69,14 @@ def ran(tmp_path_factory):
     clip_text = data.load_npy(tmp / "embeddings" / "text.npy")
     data.save_npy(tmp / "prototypes" / "text.npy", clip_text[prompts.caption_id.to_numpy()] + 0.5)  # (4, d): any CLIP-space rows
     data.save_json(tmp / "prototypes" / "summary.json", {"n_clusters": 4})
+    embedded = artifacts.open_artifact(tmp / "embeddings", "embed")  # hand-made folders get a manifest as stages write
+    prototyped = artifacts.write_manifest(tmp / "prototypes", "match", [p.name for p in (tmp / "prototypes").iterdir()],
+                                          [embedded])
     for g in range(4):
         data.save_png(tmp / "synthetic" / f"{g:03d}.png", Image.open(tmp / "raw" / "fake" / "images" / f"{g:05d}.png"))
     data.save_table(tmp / "synthetic" / "synthetic.parquet",
                     pd.DataFrame({"file": [f"{g:03d}.png" for g in range(4)], "caption": ["c"] * 4, "prototype": range(4)}))
+    artifacts.write_manifest(tmp / "synthetic", "synthesize", [p.name for p in (tmp / "synthetic").iterdir()], [prototyped])
     fake_tm(tmp, captions, rng)
     papermill.execute_notebook(
         str(ROOT / "notebooks" / "05_evaluate.ipynb"), str(tmp / "05_evaluate.ipynb"), kernel_name="python3",

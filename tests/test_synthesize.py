@@ -131,7 +131,7 @@ def test_fewer_prototypes_delete_the_extra_images(pipe, protos, tmp_path):
     res = synthesize.synthesize(pipe, prototypes[:3], captions[:3], tmp_path, SETTINGS, progress=False)
     assert res.removed == 2 and res.generated == 0
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["0000.png", "0001.png", "0002.png"]
-    assert sorted(data.load_json(tmp_path / "manifest.json")) == ["0000.png", "0001.png", "0002.png"]
+    assert sorted(data.load_json(tmp_path / "manifest.json")["images"]) == ["0000.png", "0001.png", "0002.png"]
 
 
 @pytest.mark.parametrize("change, message", [

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from pds import contrastive, data, text_features, tm
+from pds import artifacts, contrastive, data, text_features, tm
 from pds.contrastive import PairSet
 from pds.models import ImageEncoder
 
@@ -108,6 +108,9 @@ def test_save_and_load_experts(tiny, tmp_path):
     meta = json.loads((tmp_path / "experts.json").read_text())
     meta["epochs"] = 7
     (tmp_path / "experts.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"experts.json is not the file run .* of experts wrote.*pds.tm experts"):
+        tm.load_experts(tmp_path)  # edited after its run: the manifest tells
+    artifacts.write_manifest(tmp_path, "experts", [tm.EXPERTS_NPY, tm.EXPERTS_JSON])  # made consistent by hand
     with pytest.raises(ValueError, match="re-run experts"):
         tm.load_experts(tmp_path)
 
