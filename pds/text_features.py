@@ -96,6 +96,8 @@ def compute_text_features(embeddings_dir, text_encoder: str, out_dir, batch_size
     write `out_dir/text.npy` + `meta.json`."""
     from pds import models
 
+    # the captions of one finished embed run (only this file is checked: CLIP's floats are not read here)
+    artifacts.open_artifact(embeddings_dir, "embed", names=["captions.parquet"])
     captions = data.load_table(Path(embeddings_dir) / "captions.parquet")
     encoder = models.load_text_encoder(text_encoder)
     feats = encode_texts(encoder, captions["caption"].astype(str).tolist(), batch_size, progress)
@@ -111,8 +113,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="data/text_features")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("PDS_NUM_THREADS", 2)))
+    progress = paths.progress()
+    if not progress:  # transformers draws its own bar while loading weights
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     out = compute_text_features(paths.resolve(args.embeddings_dir), args.text_encoder, paths.resolve(args.out),
-                                paths.batch_size(256), progress=paths.progress())
+                                paths.batch_size(256), progress=progress)
     print(f"wrote {out}")
 
 
