@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from unclip_fakes import tiny_unclip
 
-from pds import data, synthesize
+from pds import artifacts, data, synthesize
 from pds.synthesize import SynthesisSettings
 
 D, M = 8, 5
@@ -78,10 +78,31 @@ def test_resumed_run_equals_an_uninterrupted_run(pipe, protos, tmp_path, eta):
                                   limit=3, progress=False)
     assert first.generated == 3 and first.table is None
     assert not (tmp_path / "resumed" / "synthetic.parquet").exists()
+    with pytest.raises(ValueError, match=r"resumed is incomplete.*rerun the synthesize stage.*resumes"):
+        synthesize.load_synthetic(tmp_path / "resumed")  # a stopped run is never read as a finished one
     second = synthesize.synthesize(pipe, prototypes, captions, tmp_path / "resumed", settings, batch_size=2,
                                    progress=False)
     assert second.generated == M - 3 and second.reused == 3
-    assert folder_bytes(tmp_path / "resumed") == folder_bytes(tmp_path / "full")
+    assert folder_bytes(tmp_path / "resumed") == folder_bytes(tmp_path / "full")  # manifest.json included
+    assert len(synthesize.load_synthetic(tmp_path / "resumed")[1]) == M
+
+
+def test_the_manifest_records_the_prototypes_and_old_manifests_still_resume(pipe, protos, tmp_path):
+    prototypes, captions = protos
+    data.save_npy(tmp_path / "prototypes" / "image.npy", prototypes)
+    made = artifacts.write_manifest(tmp_path / "prototypes", "match", ["image.npy"])
+    synthesize.synthesize(pipe, prototypes, captions, tmp_path / "syn", SETTINGS, progress=False, made_from=[made])
+    assert synthesize.load_synthetic(tmp_path / "syn", made_from=[made])[0].file.tolist() == [f"{i:04d}.png" for i in range(M)]
+    data.save_npy(tmp_path / "prototypes" / "image.npy", prototypes + 1)
+    other = artifacts.write_manifest(tmp_path / "prototypes", "match", ["image.npy"])
+    with pytest.raises(ValueError, match=rf"syn was made from match run {made.token}, but .*prototypes holds match run "
+                                         rf"{other.token}: rerun the synthesize stage"):
+        synthesize.load_synthetic(tmp_path / "syn", made_from=[other])
+    # a folder written before run tokens ({file: key}) resumes without regenerating its images
+    images = data.load_json(tmp_path / "syn" / "manifest.json")["images"]
+    data.save_json(tmp_path / "syn" / "manifest.json", images)
+    again = synthesize.synthesize(pipe, prototypes, captions, tmp_path / "syn", SETTINGS, progress=False, made_from=[made])
+    assert again.generated == 0 and again.reused == M
 
 
 def test_a_changed_prototype_regenerates_only_its_image(pipe, protos, tmp_path):
