@@ -548,6 +548,7 @@ def load_train_pairs(embeddings_dir, text_features_dir, dataset_root, image_size
     from pds import evaluate, text_features
 
     emb = Path(embeddings_dir)
+    artifacts.open_artifact(emb, "embed", names=["images.parquet", "captions.parquet"])  # the tables of one run
     images = data.load_table(emb / "images.parquet")
     captions = data.load_table(emb / "captions.parquet")
     feats = text_features.load_text_features(text_features_dir, captions, text_encoder)

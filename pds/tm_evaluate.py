@@ -82,7 +82,12 @@ def main(argv=None) -> None:
     encoder_names = [n for n in e["image_encoders"].split(",") if n]
     evaluate.check_protocols([p for p in e["protocol"].split(",") if p])
     evaluate.check_image_encoders(encoder_names, e["pretrained"], args.encoders_dir)
+    # the sets are the experts' run's, checked before anything heavy loads (load_set checks them again as it reads)
+    experts = artifacts.open_artifact(paths.resolve(args.tm_dir) / "experts", "experts")
+    for m in METHODS:
+        artifacts.open_artifact(paths.resolve(args.tm_dir) / m, "tm", [experts])
     emb = paths.resolve(args.embeddings_dir)
+    artifacts.open_artifact(emb, "embed", names=["images.parquet", "captions.parquet", "text.npy"])
     images, captions = data.load_table(emb / "images.parquet"), data.load_table(emb / "captions.parquet")
     clip_text = data.load_npy(emb / "text.npy")
     student_text = text_features.load_text_features(paths.resolve(args.text_features_dir), captions, e["text_encoder"])
@@ -90,7 +95,6 @@ def main(argv=None) -> None:
     size = load_encoder(encoder_names[0]).image_size
     ev = evaluate.load_evaluation_data(paths.resolve(args.dataset_root), images, captions, student_text, size,
                                        progress=paths.progress())
-    experts = artifacts.open_artifact(paths.resolve(args.tm_dir) / "experts", "experts")
     sets = {m: load_set(paths.resolve(args.tm_dir) / m, size, [experts]) for m in METHODS}
     n_pairs = {len(s[0]) for s in sets.values()}
     if n_pairs != {int(base["n_pairs"])}:
