@@ -317,3 +317,19 @@ def test_gain_grid_subtracts_the_reference_on_each_student():
     assert grid.loc["pds"].tolist() == [2.0, -5.0] and grid.loc["tm"].tolist() == [20.0, -15.0]
     with pytest.raises(ValueError, match="no 'herding' rows"):
         evaluate.gain_grid({"results": rows}, "field", ["a"], ["pds"], reference="herding")
+
+
+def test_every_name_of_an_evaluation_is_checked_at_once(tmp_path):
+    evaluate.check_settings(["pds", "random"], ["convnet", "resnet"], ["field"], "prototype", "none")
+    with pytest.raises(ValueError, match=r"unknown or no image encoders \['nosuch'\].*evaluate.image_encoders"):
+        evaluate.check_settings(["pds"], "convnet,nosuch", ["field"], pretrained="none")  # the second of the list
+    with pytest.raises(ValueError, match=r"unknown or no methods \['randm'\]"):
+        evaluate.check_methods("pds,randm")
+    with pytest.raises(ValueError, match=r"unknown or no protocols \['feild'\].*evaluate.protocol"):
+        evaluate.check_protocols(["field", "feild"])
+    with pytest.raises(ValueError, match="name one twice"):
+        evaluate.check_methods(["pds", "pds"])
+    with pytest.raises(ValueError, match="unknown text_target 'captions'"):
+        evaluate.check_text_target("captions")
+    with pytest.raises(FileNotFoundError, match=r"resnet/model.safetensors not found: the toy encoder 'resnet'"):
+        evaluate.check_image_encoders(["resnet"], "toy", tmp_path)
