@@ -27,6 +27,7 @@ RERUN = {
     "experts": "the tm stage's experts (python -m pds.tm experts, dvc repro tm)",
     "tm": "the tm stage (python -m pds.tm distill, dvc repro tm)",
 }
+NOTEBOOK = {"embed": "01", "cluster": "02", "match": "03", "synthesize": "04"}  # the stages that are lessons
 # the folder names the pipeline gives each stage's output, to name the stage in a read error of a bare file
 FOLDER_STAGE = {"embeddings": "embed", "clusters": "cluster", "prototypes": "match", "synthetic": "synthesize",
                 "text_features": "text_features", "experts": "experts", "tm": "tm", "lors": "tm"}
@@ -143,7 +144,9 @@ def open_artifact(folder, stage: str, made_from=(), names=None) -> Artifact:
     folder = Path(folder)
     hint = rerun_hint(stage)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{show(folder)} does not exist: run {hint} first.")
+        first = (f"notebook {NOTEBOOK[stage]} first (`dvc repro {stage}`, or `make lesson`)" if stage in NOTEBOOK
+                 else f"{hint} first")
+        raise FileNotFoundError(f"{show(folder)} does not exist: run {first}.")
     manifest = read_manifest(folder)
     if manifest is None:
         raise FileNotFoundError(f"{show(folder)} has no {MANIFEST}: its run did not finish (or the folder was not "

@@ -36,7 +36,7 @@ def test_a_folder_without_its_manifest_is_never_complete(tmp_path):
     data.save_npy(out / "a.npy", np.zeros(3))
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         artifacts.open_artifact(out, "cluster")
-    with pytest.raises(FileNotFoundError, match=r"nowhere does not exist: run the match stage \(notebook 03"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere does not exist: run notebook 03 first \(`dvc repro match`"):
         artifacts.open_artifact(tmp_path / "nowhere", "match")
 
 
