@@ -29,6 +29,14 @@ class Embeddings:
         return self.image[caps.image_id.to_numpy()], self.text[ids], ids  # (n, d), (n, d), (n,)
 
 
+def check_params(ann_format: str, max_words) -> None:
+    """The embed parameters, before any work (notebook 01 calls this first)."""
+    if ann_format not in ("karpathy", "blip"):
+        raise ValueError(f"unknown annotation format {ann_format!r}; use 'karpathy' or 'blip' (embed.ann_format).")
+    if isinstance(max_words, bool) or not isinstance(max_words, int | np.integer) or max_words < 0:
+        raise ValueError(f"max_words={max_words!r} must be a whole number >= 0 (0 keeps every word; embed.max_words).")
+
+
 def split_preprocess(preprocess):
     """(pil_part, mean, std) when `preprocess` is a torchvision Compose ending in ToTensor + Normalize (open_clip's
     eval transform), else None.

@@ -83,12 +83,38 @@ def check_image_encoders(names: Sequence[str], pretrained: str = "toy", folder=N
                                         "is not pretrained there; check encoders_dir, or run the toymodels stage.")
 
 
+# the smallest value of each training setting (lr_image 0 freezes the image encoder; full_seeds 0: every seed)
+_MINIMA = {"epochs": 1, "full_epochs": 1, "batch_size": 1, "eval_every": 1, "paper_epochs": 1, "paper_lr_step": 0,
+           "full_seeds": 0, "lr_image": 0, "seeds": 1, "n_pairs": 1}
+
+
+def check_values(values) -> None:
+    """The numeric evaluate settings present in `values` (SETTINGS keys, seeds, n_pairs) are in range: counts
+    whole and at least their minimum, learning rates finite and > 0 (lr_image >= 0), full_one_per_image 0 or 1."""
+    for key, value in values.items():
+        where = f"{key}={value!r} (evaluate.{key})"
+        if key == "full_one_per_image":
+            if value not in (0, 1):
+                raise ValueError(f"{where} must be 0 or 1.")
+        elif key in ("lr", "paper_lr", "lr_image"):
+            low = _MINIMA.get(key)
+            if (isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value)
+                    or (value < low if low is not None else value <= 0)):
+                raise ValueError(f"{where} must be a finite number {'>= 0' if low is not None else '> 0'}.")
+        elif key in _MINIMA:
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < _MINIMA[key]:
+                raise ValueError(f"{where} must be a whole number >= {_MINIMA[key]}.")
+
+
 def check_settings(methods: Sequence[str], image_encoders: Sequence[str], protocols: Sequence[str],
-                   text_target: str = "prototype", pretrained: str = "toy", encoders_dir=None) -> None:
-    """Every name list of an evaluation at once, before any data is loaded (notebook 05 calls this first)."""
+                   text_target: str = "prototype", pretrained: str = "toy", encoders_dir=None,
+                   values=None) -> None:
+    """Every name list of an evaluation, and the numeric settings in `values`, at once, before any data is
+    loaded (notebook 05 calls this first)."""
     check_methods(methods)
     check_protocols(protocols)
     check_text_target(text_target)
+    check_values(values or {})
     check_image_encoders(image_encoders, pretrained, encoders_dir)
 
 
@@ -398,6 +424,7 @@ def protocol_settings(protocols: Sequence[str], values, device: str = "cpu",
     missing = [k for k in SETTINGS if k not in values]
     if missing:
         raise ValueError(f"the evaluate settings lack {', '.join(missing)} (params.yaml evaluate:).")
+    check_values({k: values[k] for k in SETTINGS})
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown or not protocols:
         raise ValueError(f"unknown or no protocols {unknown or list(protocols)}; use {', '.join(PROTOCOLS)} "

@@ -333,3 +333,20 @@ def test_every_name_of_an_evaluation_is_checked_at_once(tmp_path):
         evaluate.check_text_target("captions")
     with pytest.raises(FileNotFoundError, match=r"resnet/model.safetensors not found: the toy encoder 'resnet'"):
         evaluate.check_image_encoders(["resnet"], "toy", tmp_path)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("epochs", 0, "epochs=0 .*must be a whole number >= 1"), ("seeds", 0, "seeds=0"), ("lr", 0.0, "lr=0.0 .*> 0"),
+    ("lr_image", -0.1, "lr_image=-0.1 .*>= 0"), ("full_one_per_image", 2, "must be 0 or 1"),
+    ("batch_size", 2.5, "batch_size=2.5"), ("paper_lr", float("nan"), "paper_lr=nan"),
+])
+def test_numeric_settings_are_checked_with_their_key(key, value, message):
+    good = {"epochs": 2, "full_epochs": 1, "lr": 0.1, "lr_image": 0.0, "batch_size": 8, "eval_every": 1,
+            "full_one_per_image": 1, "full_seeds": 0, "paper_lr": 0.2, "paper_epochs": 3, "paper_lr_step": 2}
+    evaluate.check_values(good | {"seeds": 1, "n_pairs": 4})
+    with pytest.raises(ValueError, match=message) as e:
+        evaluate.check_values(good | {key: value})
+    assert f"(evaluate.{key})" in str(e.value)
+    if key in evaluate.SETTINGS:  # the tm_evaluate stage's path checks them too
+        with pytest.raises(ValueError, match=message):
+            evaluate.protocol_settings(["field"], good | {key: value})

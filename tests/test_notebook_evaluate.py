@@ -113,6 +113,8 @@ def test_every_name_is_checked_before_the_first_student_trains(ran):
     assert "check_settings" in error.source and "unknown or no image encoders ['nosuch']" in error.evalue
     error = _fails(ran.parent, methods="pds,randm", image_encoders="convnet")
     assert "check_settings" in error.source and "unknown or no methods ['randm']" in error.evalue
+    error = _fails(ran.parent, seeds=0)
+    assert "check_settings" in error.source and "seeds=0 (evaluate.seeds) must be a whole number >= 1" in error.evalue
 
 
 def test_a_synthetic_set_of_other_prototypes_is_refused(ran, tmp_path):
