@@ -105,11 +105,17 @@ def check_inputs(prototypes: np.ndarray, captions, pipe, settings: SynthesisSett
     if empty:
         raise ValueError(f"prompt captions {empty[:10]} are empty; every prototype needs a retrieved caption.")
     check_unclip_dim(protos.shape[1], pipe)
+    check_settings(settings, pipe.image_noising_scheduler.config.num_train_timesteps)
+
+
+def check_settings(settings: SynthesisSettings, n_levels: int | None = None) -> None:
+    """The decoder call settings on their own (no decoder needed; `n_levels`, the decoder's noise levels, bounds
+    noise_level when given), so a configuration can check them before any model loads."""
     if settings.num_inference_steps < 1:
         raise ValueError(f"num_inference_steps={settings.num_inference_steps} must be >= 1.")
-    n_levels = pipe.image_noising_scheduler.config.num_train_timesteps
-    if not 0 <= settings.noise_level < n_levels:
-        raise ValueError(f"noise_level={settings.noise_level} must be in [0, {n_levels - 1}].")
+    if settings.noise_level < 0 or n_levels is not None and settings.noise_level >= n_levels:
+        top = f"{n_levels - 1}" if n_levels is not None else "the decoder's last noise level"
+        raise ValueError(f"noise_level={settings.noise_level} must be in [0, {top}].")
     if not 0 <= settings.eta <= 1:
         raise ValueError(f"eta={settings.eta} must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like).")
     if settings.guidance_scale < 0:

@@ -206,3 +206,13 @@ def test_roundtrip_cosine_is_the_row_wise_cosine():
     np.testing.assert_allclose(synthesize.roundtrip_cosine(a, b), want)
     with pytest.raises(ValueError, match="same shape"):
         synthesize.roundtrip_cosine(a, b[:3])
+
+
+def test_settings_are_checked_without_a_decoder():
+    synthesize.check_settings(SETTINGS)
+    with pytest.raises(ValueError, match=r"noise_level=-1 must be in \[0, the decoder's last noise level\]"):
+        synthesize.check_settings(replace(SETTINGS, noise_level=-1))
+    with pytest.raises(ValueError, match=r"noise_level=1000 must be in \[0, 999\]"):
+        synthesize.check_settings(replace(SETTINGS, noise_level=1000), n_levels=1000)
+    with pytest.raises(ValueError, match="num_inference_steps=0"):
+        synthesize.check_settings(replace(SETTINGS, num_inference_steps=0))
