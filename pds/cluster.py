@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
-from pds import data
+from pds import artifacts, data
 
 ALGORITHMS = ("minibatch", "kmeans")
 CHUNK = 8192  # rows per block in row-wise loops: float64 blocks of 768-d rows stay ~50 MB at any n
@@ -36,6 +36,32 @@ def check_pairs(image_pairs: np.ndarray, text_pairs: np.ndarray) -> None:
                          "pair k must be (image of caption k, caption k); rebuild them with train_pairs().")
     check_finite(image_pairs, "image_pairs")
     check_finite(text_pairs, "text_pairs")
+
+
+def check_n_clusters(n_clusters) -> None:
+    """K must be a whole number >= 1 (it is the budget M, base.n_pairs)."""
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer) or n_clusters < 1:
+        raise ValueError(f"n_clusters={n_clusters!r} must be a whole number >= 1: it is the number of synthetic "
+                         "pairs M; set base.n_pairs (n_clusters) to a positive count, e.g. 100.")
+
+
+def check_rm_ratio(rm_ratio) -> None:
+    """The noise-filter ratio must be a number in [0, 1) (the fraction of pairs dropped)."""
+    if isinstance(rm_ratio, bool) or not isinstance(rm_ratio, int | float | np.number) or not 0 <= rm_ratio < 1:
+        raise ValueError(f"rm_ratio={rm_ratio!r} must be in [0, 1): it is the fraction of the lowest-cosine pairs "
+                         "dropped (cluster.rm_ratio; 0 keeps every pair, 0.2 is the reference).")
+
+
+def check_params(n_clusters, rm_ratio, algorithm: str = "minibatch", batch_size: int = 10000,
+                 n_init: int = 20) -> None:
+    """Every cluster parameter at once, before any work (notebook 02 calls this first)."""
+    check_n_clusters(n_clusters)
+    check_rm_ratio(rm_ratio)
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown k-means algorithm {algorithm!r}; use one of {ALGORITHMS} (cluster.algorithm).")
+    for name, value in (("n_init", n_init), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a whole number >= 1 (cluster.{name}).")
 
 
 def train_pairs(image_emb: np.ndarray, text_emb: np.ndarray, captions: pd.DataFrame):
@@ -84,8 +110,7 @@ def noise_filter(cos: np.ndarray, rm_ratio: float) -> np.ndarray:
     As the reference (`remove_low_sim_pairs`): the count is int(n * rm_ratio); ties are broken by a stable
     sort, so among equal cosines the earlier pairs are dropped first and the mask is deterministic.
     """
-    if not 0 <= rm_ratio < 1:
-        raise ValueError(f"rm_ratio={rm_ratio} must be in [0, 1): it is the fraction of pairs dropped.")
+    check_rm_ratio(rm_ratio)
     cos = np.asarray(cos)
     if not np.isfinite(cos).all():
         raise ValueError("pair cosines contain NaN/inf; check the embeddings for zero or non-finite rows.")
@@ -156,10 +181,11 @@ def cluster_pairs(image_pairs: np.ndarray, text_pairs: np.ndarray, n_clusters: i
     image_pairs (n, d), text_pairs (n, d) raw embeddings of the training pairs. Both modalities are
     clustered with the same seed, as in the reference.
     """
+    check_params(n_clusters, rm_ratio, algorithm, batch_size, n_init)
     cos = pair_cosine(image_pairs, text_pairs)  # (n,)  (validates shapes and finiteness)
     keep = noise_filter(cos, rm_ratio)  # (n,)
     n_kept = int(keep.sum())
-    if not 1 <= n_clusters <= n_kept:
+    if n_clusters > n_kept:
         raise ValueError(f"n_clusters={n_clusters} but only {n_kept} of {len(keep)} training pairs remain after "
                          f"dropping rm_ratio={rm_ratio}; lower base.n_pairs or cluster.rm_ratio.")
     fits = [kmeans(x[keep], n_clusters, seed, algorithm, batch_size, n_init) for x in (image_pairs, text_pairs)]
@@ -198,23 +224,33 @@ def nearest_members(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, id
 # artefacts: data/clusters/
 
 
-def save_clusters(out_dir, clusters: Clusters, caption_ids: np.ndarray, summary: dict | None = None) -> None:
+FILES = ("keep.npy", "caption_ids.npy", "image_labels.npy", "text_labels.npy", "image_centroids.npy",
+         "text_centroids.npy", "summary.json")
+
+
+def save_clusters(out_dir, clusters: Clusters, caption_ids: np.ndarray, summary: dict | None = None,
+                  made_from=()) -> artifacts.Artifact:
     """Write keep.npy, caption_ids.npy (caption id of every pair row, so match can check it reads the same
-    pairs), image/text_labels.npy, image/text_centroids.npy and summary.json (plus any `summary` extras)."""
+    pairs), image/text_labels.npy, image/text_centroids.npy and summary.json (plus any `summary` extras), then
+    manifest.json recording `made_from` (the opened embeddings, `artifacts.open_artifact`)."""
     out = Path(out_dir)
     if len(caption_ids) != len(clusters.keep):
         raise ValueError(f"caption_ids has {len(caption_ids)} rows but the keep mask {len(clusters.keep)}.")
+    artifacts.begin(out)
     data.save_npy(out / "keep.npy", clusters.keep)
     data.save_npy(out / "caption_ids.npy", np.asarray(caption_ids, dtype=np.int64))
     for name in ("image_labels", "text_labels", "image_centroids", "text_centroids"):
         data.save_npy(out / f"{name}.npy", getattr(clusters, name))
     data.save_json(out / "summary.json", {**summarize(clusters), **(summary or {})})
+    return artifacts.write_manifest(out, "cluster", FILES, made_from)
 
 
-def load_clusters(cluster_dir, caption_ids: np.ndarray | None = None) -> Clusters:
-    """Read what `save_clusters` wrote. With `caption_ids` (n,) (the training pairs the caller holds), check
-    that the clusters were computed on exactly those pairs."""
+def load_clusters(cluster_dir, caption_ids: np.ndarray | None = None, made_from=()) -> Clusters:
+    """Read what `save_clusters` wrote, refusing a folder that is not one finished run. With `caption_ids` (n,)
+    (the training pairs the caller holds), check that the clusters were computed on exactly those pairs; with
+    `made_from` (the opened embeddings), that they were made from that embed run."""
     d = Path(cluster_dir)
+    artifacts.open_artifact(d, "cluster", made_from)
     arrays = {name: data.load_npy(d / f"{name}.npy") for name in
               ("keep", "caption_ids", "image_labels", "text_labels", "image_centroids", "text_centroids")}
     summary = data.load_json(d / "summary.json")

@@ -50,11 +50,20 @@ def save_npy(path, array: np.ndarray) -> Path:
     return atomic_write(path, write)
 
 
+def _rerun(path) -> str:
+    from pds import artifacts  # imported here: artifacts writes through this module
+
+    return artifacts.hint_for_path(path)
+
+
 def load_npy(path) -> np.ndarray:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (dvc repro).")
-    return np.load(path, allow_pickle=False)
+        raise FileNotFoundError(f"{path} does not exist: run {_rerun(path)} first.")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:  # numpy's messages (truncated, not .npy) name no file
+        raise ValueError(f"{path} is unreadable or truncated ({type(e).__name__}: {e}); rerun {_rerun(path)}.") from e
 
 
 def save_table(path, df: pd.DataFrame) -> Path:
@@ -65,8 +74,12 @@ def save_table(path, df: pd.DataFrame) -> Path:
 def load_table(path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (dvc repro).")
-    return pd.read_parquet(path)
+        raise FileNotFoundError(f"{path} does not exist: run {_rerun(path)} first.")
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises its own types (ArrowInvalid, ...) that name no file
+        raise ValueError(f"{path} is not a readable parquet table ({type(e).__name__}: {e}); rerun "
+                         f"{_rerun(path)}.") from e
 
 
 def save_json(path, obj, indent: int | None = 2) -> Path:
@@ -77,8 +90,11 @@ def save_json(path, obj, indent: int | None = 2) -> Path:
 def load_json(path):
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist.")
-    return json.loads(path.read_text())
+        raise FileNotFoundError(f"{path} does not exist: run {_rerun(path)} first.")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); rerun {_rerun(path)}.") from None
 
 
 def save_png(path, image: Image.Image) -> Path:
@@ -126,16 +142,56 @@ def resolve_image_path(root: str | os.PathLike, rel: str) -> Path:
     return full
 
 
+# modes PIL converts to RGB exactly as intended; others are handled in `to_rgb` or refused by name
+_DIRECT_MODES = ("RGB", "L", "1", "CMYK", "YCbCr", "RGBX")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def to_rgb(im: Image.Image, name: str = "image") -> Image.Image:
+    """An image of any common mode as 8-bit RGB.
+
+    RGB is returned as PIL converts it (pixels unchanged, as before this function existed); L / 1 / CMYK / YCbCr by PIL's conversion (CMYK:
+    (255 - c)(255 - k) / 255); palette images through their palette; images with transparency (RGBA, LA,
+    PA, a palette's transparent index) are composited over white, as a viewer shows them, rather than having
+    the colour under transparent pixels revealed; 16-bit greyscale (I;16*, or I with values in 0..65535) is
+    scaled by 1/257 (rounded), where PIL's own conversion would clip it to white. Other modes (32-bit float,
+    LAB, ...) are refused with `name` in the message.
+    """
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    elif mode == "L" and "transparency" in im.info:  # a grey level marked transparent (PNG tRNS)
+        im, mode = im.convert("RGBA"), "RGBA"
+    if mode in _DIRECT_MODES:
+        return im.convert("RGB")
+    if mode in _ALPHA_MODES:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I;16") or mode == "I":
+        x = np.asarray(im).astype(np.int64)  # (H, W)
+        if x.size and (x.min() < 0 or x.max() > 65535):
+            raise ValueError(f"{name} is a 32-bit integer image with values in [{x.min()}, {x.max()}]; expected "
+                             "16-bit values (0..65535): save it as 8- or 16-bit PNG.")
+        grey = ((x * 2 + 257) // 514).astype(np.uint8)  # round(x / 257): 65535 -> 255, 0 -> 0
+        return Image.fromarray(grey, "L").convert("RGB")
+    raise ValueError(f"{name} has image mode {mode!r}, which is not converted to RGB here; save it as 8-bit RGB, "
+                     "greyscale or palette PNG/JPEG.")
+
+
 def load_image(root, rel: str) -> Image.Image:
-    """Open one image as RGB, with an error that names the file when it is missing or corrupt."""
+    """Open one image as 8-bit RGB (`to_rgb`), with an error that names the file when it is missing, corrupt
+    or of a mode that cannot be converted."""
     path = resolve_image_path(root, rel)
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            im.load()  # decode now, while the file is open; the conversion below reads the pixels in memory
     except FileNotFoundError:
         raise FileNotFoundError(f"image {path} is listed in the annotations but missing on disk.") from None
     except Exception as e:  # PIL raises several types for truncated / non-image files
         raise ValueError(f"image {path} is unreadable or corrupt ({type(e).__name__}: {e}).") from e
+    return to_rgb(im, f"image {path}")
 
 
 def validate_images(images: pd.DataFrame, root) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from pds import data
+from pds import artifacts, data
 
 
 @dataclass
@@ -27,6 +27,14 @@ class Embeddings:
         caps = self.captions[self.captions.split == split]
         ids = caps.caption_id.to_numpy()
         return self.image[caps.image_id.to_numpy()], self.text[ids], ids  # (n, d), (n, d), (n,)
+
+
+def check_params(ann_format: str, max_words) -> None:
+    """The embed parameters, before any work (notebook 01 calls this first)."""
+    if ann_format not in ("karpathy", "blip"):
+        raise ValueError(f"unknown annotation format {ann_format!r}; use 'karpathy' or 'blip' (embed.ann_format).")
+    if isinstance(max_words, bool) or not isinstance(max_words, int | np.integer) or max_words < 0:
+        raise ValueError(f"max_words={max_words!r} must be a whole number >= 0 (0 keeps every word; embed.max_words).")
 
 
 def split_preprocess(preprocess):
@@ -139,17 +147,25 @@ def embed_dataset(model, preprocess, tokenizer, images: pd.DataFrame, captions: 
     return Embeddings(image.astype(np.float32), text.astype(np.float32), images, captions)
 
 
+FILES = ("images.parquet", "captions.parquet", "image.npy", "text.npy")
+
+
 def save_embeddings(out_dir, emb: Embeddings) -> Path:
+    """Write the two tables and the two arrays, then manifest.json (the folder is one run only once it exists)."""
     out_dir = Path(out_dir)
+    artifacts.begin(out_dir)
     data.save_table(out_dir / "images.parquet", emb.images)
     data.save_table(out_dir / "captions.parquet", emb.captions)
     data.save_npy(out_dir / "image.npy", emb.image)
     data.save_npy(out_dir / "text.npy", emb.text)
+    artifacts.write_manifest(out_dir, "embed", FILES)
     return out_dir
 
 
 def load_embeddings(emb_dir) -> Embeddings:
+    """Read what `save_embeddings` wrote, refusing a folder that is not one finished run."""
     emb_dir = Path(emb_dir)
+    artifacts.open_artifact(emb_dir, "embed")
     emb = Embeddings(data.load_npy(emb_dir / "image.npy"), data.load_npy(emb_dir / "text.npy"),
                      data.load_table(emb_dir / "images.parquet"), data.load_table(emb_dir / "captions.parquet"))
     if len(emb.image) != len(emb.images) or len(emb.text) != len(emb.captions):

@@ -33,6 +33,93 @@ PROTOCOLS = ("field", "paper")
 TEXT_TARGETS = ("prototype", "caption")
 
 
+def _names(kind: str, names: Sequence[str], known: Sequence[str], key: str) -> None:
+    if isinstance(names, str):  # a comma-separated string, as notebook 05 takes it
+        names = [n for n in names.split(",") if n]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"unknown or no {kind} {unknown or list(names)}; choose from {', '.join(known)} ({key}).")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{kind} {list(names)} name one twice; list each once ({key}).")
+
+
+def check_methods(methods: Sequence[str]) -> None:
+    """Every method name known (evaluate.methods)."""
+    _names("methods", methods, METHODS, "evaluate.methods")
+
+
+def check_protocols(protocols: Sequence[str]) -> None:
+    """Every protocol name known (evaluate.protocol)."""
+    _names("protocols", protocols, PROTOCOLS, "evaluate.protocol")
+
+
+def check_text_target(text_target: str) -> None:
+    if text_target not in TEXT_TARGETS:
+        raise ValueError(f"unknown text_target {text_target!r}; use one of {TEXT_TARGETS} (evaluate.text_target).")
+
+
+def check_image_encoders(names: Sequence[str], pretrained: str = "toy", folder=None) -> None:
+    """Every image encoder name known (a toy student or a timm model) and, for toy encoders with
+    pretrained='toy', its weights in `folder`: checked for the whole list before the first student trains."""
+    from pds import models, paths
+
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n]
+    known = (*models.TOY_IMAGE_ENCODERS, *models.TIMM_IMAGE_ENCODERS)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        import timm
+
+        unknown = [n for n in unknown if not timm.is_model(n)]
+    if unknown or not names:
+        raise ValueError(f"unknown or no image encoders {unknown or list(names)}; choose toy encoders "
+                         f"({', '.join(models.TOY_IMAGE_ENCODERS)}) or timm models "
+                         f"({', '.join(models.TIMM_IMAGE_ENCODERS)}, ...) (evaluate.image_encoders).")
+    if len(set(names)) != len(names):
+        raise ValueError(f"image encoders {list(names)} name one twice; list each once (evaluate.image_encoders).")
+    if pretrained == "toy":
+        folder = paths.resolve(folder or models.TOY_ENCODER_DIR)
+        for name in names:
+            if name in models.TOY_IMAGE_ENCODERS and not (folder / name / "model.safetensors").is_file():
+                raise FileNotFoundError(f"{folder / name / 'model.safetensors'} not found: the toy encoder {name!r} "
+                                        "is not pretrained there; check encoders_dir, or run the toymodels stage.")
+
+
+# the smallest value of each training setting (lr_image 0 freezes the image encoder; full_seeds 0: every seed)
+_MINIMA = {"epochs": 1, "full_epochs": 1, "batch_size": 1, "eval_every": 1, "paper_epochs": 1, "paper_lr_step": 0,
+           "full_seeds": 0, "lr_image": 0, "seeds": 1, "n_pairs": 1}
+
+
+def check_values(values) -> None:
+    """The numeric evaluate settings present in `values` (SETTINGS keys, seeds, n_pairs) are in range: counts
+    whole and at least their minimum, learning rates finite and > 0 (lr_image >= 0), full_one_per_image 0 or 1."""
+    for key, value in values.items():
+        where = f"{key}={value!r} (evaluate.{key})"
+        if key == "full_one_per_image":
+            if value not in (0, 1):
+                raise ValueError(f"{where} must be 0 or 1.")
+        elif key in ("lr", "paper_lr", "lr_image"):
+            low = _MINIMA.get(key)
+            if (isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value)
+                    or (value < low if low is not None else value <= 0)):
+                raise ValueError(f"{where} must be a finite number {'>= 0' if low is not None else '> 0'}.")
+        elif key in _MINIMA:
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < _MINIMA[key]:
+                raise ValueError(f"{where} must be a whole number >= {_MINIMA[key]}.")
+
+
+def check_settings(methods: Sequence[str], image_encoders: Sequence[str], protocols: Sequence[str],
+                   text_target: str = "prototype", pretrained: str = "toy", encoders_dir=None,
+                   values=None) -> None:
+    """Every name list of an evaluation, and the numeric settings in `values`, at once, before any data is
+    loaded (notebook 05 calls this first)."""
+    check_methods(methods)
+    check_protocols(protocols)
+    check_text_target(text_target)
+    check_values(values or {})
+    check_image_encoders(image_encoders, pretrained, encoders_dir)
+
+
 def num_threads(default: int = 2) -> int:
     """torch CPU threads from `PDS_NUM_THREADS` (speed only, so not a param)."""
     return int(os.environ.get("PDS_NUM_THREADS", default))
@@ -420,6 +507,7 @@ def protocol_settings(protocols: Sequence[str], values, device: str = "cpu",
     missing = [k for k in SETTINGS if k not in values]
     if missing:
         raise ValueError(f"the evaluate settings lack {', '.join(missing)} (params.yaml evaluate:).")
+    check_values({k: values[k] for k in SETTINGS})
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown or not protocols:
         raise ValueError(f"unknown or no protocols {unknown or list(protocols)}; use {', '.join(PROTOCOLS)} "
@@ -526,9 +614,7 @@ def run_evaluation(ev: EvaluationData, methods: Sequence[str], encoder_names: Se
     n_train, epochs, seconds, loss and the metrics; tops maps (protocol, method, encoder, seed) to the test
     top-5 images of each caption (n_txt, 5) at the val-selected epoch.
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise ValueError(f"unknown or no methods {unknown or methods}; choose from {', '.join(METHODS)}.")
+    check_methods(methods)
     if "pds" in methods and ev.synthetic is None:
         raise ValueError("method pds needs the synthetic images: pass synthetic and pds_text to load_evaluation_data.")
     if "pds_real" in methods and (ev.pds_real is None or ev.pds_text is None):

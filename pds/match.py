@@ -10,10 +10,16 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from pds import data
+from pds import artifacts, data
 from pds.cluster import CHUNK, check_finite
 
 EMPTY = ("centroid", "drop")
+
+
+def check_empty(empty: str) -> None:
+    """How an empty matched intersection is handled: one of EMPTY (match.empty)."""
+    if empty not in EMPTY:
+        raise ValueError(f"unknown empty={empty!r}; use one of {EMPTY} (match.empty).")
 
 
 def overlap_matrix(image_labels: np.ndarray, text_labels: np.ndarray, n_clusters: int) -> np.ndarray:
@@ -70,8 +76,7 @@ def prototypes(image_pairs: np.ndarray, text_pairs: np.ndarray, caption_ids: np.
     reference does this for M < 300 and averages an empty array, i.e. NaN, above); empty="drop" omits it.
     Means are accumulated in float64 and returned as float32.
     """
-    if empty not in EMPTY:
-        raise ValueError(f"unknown empty={empty!r}; use one of {EMPTY}.")
+    check_empty(empty)
     n = len(image_pairs)
     for name, x in (("text_pairs", text_pairs), ("caption_ids", caption_ids), ("image_labels", image_labels),
                     ("text_labels", text_labels)):
@@ -196,13 +201,18 @@ def summarize(protos: Prototypes, overlap: np.ndarray, n_kept: int) -> dict:
 # artefacts: data/prototypes/
 
 
+FILES = ("image.npy", "text.npy", "prompts.parquet", "members.parquet", "overlap.npy", "summary.json")
+
+
 def save_prototypes(out_dir, protos: Prototypes, prompts: pd.DataFrame, overlap: np.ndarray,
-                    summary: dict) -> None:
+                    summary: dict, made_from=()) -> artifacts.Artifact:
     """Write image.npy (M, d), text.npy (M, d), prompts.parquet, members.parquet (prototype, caption_id),
-    overlap.npy (K, K) and summary.json."""
+    overlap.npy (K, K) and summary.json, then manifest.json recording `made_from` (the opened embeddings and
+    clusters, `artifacts.open_artifact`)."""
     out = Path(out_dir)
     if len(prompts) != len(protos):
         raise ValueError(f"prompts has {len(prompts)} rows for {len(protos)} prototypes.")
+    artifacts.begin(out)
     data.save_npy(out / "image.npy", protos.image)
     data.save_npy(out / "text.npy", protos.text)
     data.save_table(out / "prompts.parquet", prompts)
@@ -214,11 +224,14 @@ def save_prototypes(out_dir, protos: Prototypes, prompts: pd.DataFrame, overlap:
     data.save_table(out / "members.parquet", members)
     data.save_npy(out / "overlap.npy", overlap)
     data.save_json(out / "summary.json", summary)
+    return artifacts.write_manifest(out, "match", FILES, made_from)
 
 
-def load_prototypes(proto_dir) -> Prototypes:
-    """Read what `save_prototypes` wrote (the prompt captions are in prompts.parquet)."""
+def load_prototypes(proto_dir, made_from=()) -> Prototypes:
+    """Read what `save_prototypes` wrote (the prompt captions are in prompts.parquet), refusing a folder that
+    is not one finished run, or (`made_from`) not made from those opened clusters / embeddings."""
     d = Path(proto_dir)
+    artifacts.open_artifact(d, "match", made_from)
     image, text = data.load_npy(d / "image.npy"), data.load_npy(d / "text.npy")
     prompts, members = data.load_table(d / "prompts.parquet"), data.load_table(d / "members.parquet")
     summary = data.load_json(d / "summary.json")

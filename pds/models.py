@@ -16,6 +16,12 @@ UNCLIP_PAIRS = ("ViT-L-14/openai <-> stabilityai/stable-diffusion-2-1-unclip-sma
                 "local-dir:models/toyworld/toy-clip <-> models/toyworld/toy-unclip (toy, 64-d)")
 
 
+def _unreadable(folder, e: Exception, fix: str) -> ValueError:
+    """One line naming a model folder that exists but does not load (truncated weights, a broken config)."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return ValueError(f"model folder {folder} is unreadable or incomplete ({type(e).__name__}: {first[:200]}); {fix}.")
+
+
 def load_clip(model_name: str, pretrained: str = "", device: str | None = None):
     """An open_clip model by name, as (model, preprocess, tokenizer); model in eval mode on `device`
     (default `pds.paths.device()`).
@@ -44,8 +50,14 @@ def load_clip(model_name: str, pretrained: str = "", device: str | None = None):
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         if pretrained and pretrained not in tags and not Path(pretrained).is_file():
             raise ValueError(f"unknown pretrained tag {pretrained!r} for {model_name}; choose one of {tags}.")
-    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained or None,
-                                                                 device=device)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained or None,
+                                                                     device=device)
+    except Exception as e:
+        if not model_name.startswith("local-dir:"):
+            raise
+        raise _unreadable(model_name[len("local-dir:"):], e, "retrain the toy models (dvc repro toymodels@<world>)"
+                          " or fix the clip model name") from e
     tokenizer = open_clip.get_tokenizer(model_name)
     return model.eval(), preprocess, tokenizer
 
@@ -93,6 +105,11 @@ def load_unclip(name_or_path: str, device: str | None = None):
     try:
         pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(source, dtype=dtype,
                                                            low_cpu_mem_usage=is_accelerate_available())
+    except Exception as e:
+        if not local.exists():
+            raise
+        raise _unreadable(local, e, "retrain the toy models (dvc repro toymodels@<world>) or point unclip at a "
+                          "complete save_pretrained folder") from e
     finally:
         if bars[0]:
             diffusers_logging.enable_progress_bar()
@@ -174,18 +191,31 @@ def load_image_encoder(name: str, pretrained: str = "toy", folder: str = TOY_ENC
                              f"{folder}/{name}) or '' / 'none' (random init).")
         d = paths.resolve(folder) / name
         config = {"arch": {}, "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+        fix = f"pretrain the toy encoders again (python -m pds.toy.encoders --out {folder})"
         if (d / "config.json").is_file():
-            config = json.loads((d / "config.json").read_text())
+            try:
+                config = json.loads((d / "config.json").read_text())
+            except ValueError as e:
+                raise _unreadable(d, e, f"its config.json is not JSON; {fix}") from e
+            missing = [k for k in ("arch", "image_size", "mean", "std") if not isinstance(config, dict) or k not in config]
+            if missing:
+                raise ValueError(f"{d}/config.json lacks {', '.join(missing)}; {fix}.")
         elif not none:
             raise FileNotFoundError(f"{d}/config.json not found: pretrain the toy encoders "
                                     f"(python -m pds.toy.encoders --out {folder}) or use pretrained ''.")
-        model = students.build_student(name, image_size=int(config["image_size"]), **config["arch"])
+        try:
+            model = students.build_student(name, image_size=int(config["image_size"]), **config["arch"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise _unreadable(d, e, f"its config.json does not describe a {name}; {fix}") from e
         if not none:
             weights = d / "model.safetensors"
             if not weights.is_file():
                 raise FileNotFoundError(f"{weights} not found: pretrain the toy encoders (python -m "
                                         f"pds.toy.encoders --out {folder}).")
-            model.load_state_dict(load_file(weights))
+            try:
+                model.load_state_dict(load_file(weights))
+            except Exception as e:  # safetensors / torch errors name no file
+                raise _unreadable(d, e, fix) from e
         return ImageEncoder(model.train(), name, int(model.num_features), int(config["image_size"]),
                             tuple(config["mean"]), tuple(config["std"]), "" if none else "toy")
     import timm
@@ -265,7 +295,12 @@ def load_text_encoder(name_or_path: str, device: str | None = None) -> TextEncod
             raise ValueError(f"{source}: unsupported sentence-transformers pooling {pool}; use mean or cls.")
         modules = Path(source) / "modules.json"
         normalize = modules.is_file() and "Normalize" in modules.read_text()
-    tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=local)
-    model = AutoModel.from_pretrained(str(source), local_files_only=local).to(device).eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=local)
+        model = AutoModel.from_pretrained(str(source), local_files_only=local).to(device).eval()
+    except Exception as e:
+        if not local:
+            raise
+        raise _unreadable(source, e, "reinstall or re-save the text encoder folder") from e
     model.requires_grad_(False)
     return TextEncoder(model, tokenizer, str(name_or_path), pooling, normalize, int(model.config.hidden_size))

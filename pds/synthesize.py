@@ -2,7 +2,8 @@
 called with `image_embeds=` the image prototype and `prompt=` its retrieved caption (PDS step 4).
 
 Writes `<out>/0000.png ...` image by image, a `manifest.json` that records what each image was made from,
-and `synthetic.parquet` (file, caption, prototype) once every image exists. A re-run generates only the
+and `synthetic.parquet` (file, caption, prototype) once every image exists; only then does the manifest gain
+its run token and the prototypes' token (`pds.artifacts`), so a stopped run is never read as a finished one. A re-run generates only the
 missing or stale images; each image depends only on its own prototype, caption, settings and seed + index
 (one generator per image), and is always decoded in the same fixed chunk of `batch_size` indices, so an
 interrupted-and-resumed run equals an uninterrupted one byte for byte. Across batch sizes images agree up to
@@ -22,9 +23,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pds import data
+from pds import artifacts, data
 
-MANIFEST = "manifest.json"
+MANIFEST = artifacts.MANIFEST
 TABLE = "synthetic.parquet"
 _PNG = re.compile(r"^(\d+)\.png$")
 
@@ -104,11 +105,17 @@ def check_inputs(prototypes: np.ndarray, captions, pipe, settings: SynthesisSett
     if empty:
         raise ValueError(f"prompt captions {empty[:10]} are empty; every prototype needs a retrieved caption.")
     check_unclip_dim(protos.shape[1], pipe)
+    check_settings(settings, pipe.image_noising_scheduler.config.num_train_timesteps)
+
+
+def check_settings(settings: SynthesisSettings, n_levels: int | None = None) -> None:
+    """The decoder call settings on their own (no decoder needed; `n_levels`, the decoder's noise levels, bounds
+    noise_level when given), so a configuration can check them before any model loads."""
     if settings.num_inference_steps < 1:
         raise ValueError(f"num_inference_steps={settings.num_inference_steps} must be >= 1.")
-    n_levels = pipe.image_noising_scheduler.config.num_train_timesteps
-    if not 0 <= settings.noise_level < n_levels:
-        raise ValueError(f"noise_level={settings.noise_level} must be in [0, {n_levels - 1}].")
+    if settings.noise_level < 0 or n_levels is not None and settings.noise_level >= n_levels:
+        top = f"{n_levels - 1}" if n_levels is not None else "the decoder's last noise level"
+        raise ValueError(f"noise_level={settings.noise_level} must be in [0, {top}].")
     if not 0 <= settings.eta <= 1:
         raise ValueError(f"eta={settings.eta} must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like).")
     if settings.guidance_scale < 0:
@@ -118,15 +125,20 @@ def check_inputs(prototypes: np.ndarray, captions, pipe, settings: SynthesisSett
 
 
 def _load_manifest(out_dir: Path) -> dict[str, str]:
+    """The image keys (file -> image_key) of the PNGs on disk."""
     try:
         manifest = data.load_json(out_dir / MANIFEST)
     except (FileNotFoundError, ValueError):  # missing, or unreadable: then nothing on disk is trusted
         return {}
-    return manifest if isinstance(manifest, dict) else {}
+    if not isinstance(manifest, dict):
+        return {}
+    images = manifest.get("images", manifest)  # a flat {file: key} is the layout before run tokens
+    return {k: v for k, v in images.items() if _PNG.match(k) and isinstance(v, str)} if isinstance(images, dict) else {}
 
 
 def _save_manifest(out_dir: Path, manifest: dict[str, str]) -> None:
-    data.save_json(out_dir / MANIFEST, dict(sorted(manifest.items())))
+    # the image keys alone, without a run token: the folder reads as unfinished until `synthesize` completes it
+    data.save_json(out_dir / MANIFEST, {"images": dict(sorted(manifest.items()))})
 
 
 def remove_stale(out_dir: Path, n: int, manifest: dict[str, str]) -> int:
@@ -164,13 +176,14 @@ def generate(pipe, prototypes: np.ndarray, captions: list[str], indices: list[in
 
 def synthesize(pipe, prototypes: np.ndarray, captions, out_dir, settings: SynthesisSettings = SynthesisSettings(),
                batch_size: int = 8, limit: int | None = None,
-               progress: bool = True) -> SynthesisResult:
+               progress: bool = True, made_from=()) -> SynthesisResult:
     """One PNG per prototype in `out_dir`, resumable; see the module docstring.
 
     prototypes: (M, d) image prototypes in the decoder's CLIP space; captions: M prompt captions;
     each image's key holds the decoder's weights' fingerprint, so images from another decoder, or from this
     one before it was retrained in place, count as stale;
-    `limit` stops after that many new images (to test resuming). Returns a SynthesisResult.
+    `limit` stops after that many new images (to test resuming); `made_from`: the opened prototypes
+    (`artifacts.open_artifact`), recorded in the manifest once every image exists. Returns a SynthesisResult.
     """
     captions = list(captions)
     check_inputs(prototypes, captions, pipe, settings)
@@ -216,6 +229,8 @@ def synthesize(pipe, prototypes: np.ndarray, captions, out_dir, settings: Synthe
     if complete:
         table = pd.DataFrame({"file": files, "caption": captions, "prototype": np.arange(n, dtype=np.int64)})
         data.save_table(out_dir / TABLE, table)
+        artifacts.write_manifest(out_dir, "synthesize", [*files, TABLE], made_from, asdict(settings),
+                                 {"images": dict(sorted(manifest.items()))})
     return SynthesisResult(table, len(todo), reused, removed, round(seconds, 2),
                            round(len(todo) / seconds, 3) if seconds > 0 and todo else 0.0)
 
@@ -229,8 +244,10 @@ def roundtrip_cosine(synthetic_emb: np.ndarray, prototypes: np.ndarray) -> np.nd
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def load_synthetic(out_dir) -> tuple[pd.DataFrame, list[Image.Image]]:
-    """The table and the PNGs (RGB, in prototype order) written by `synthesize`."""
+def load_synthetic(out_dir, made_from=()) -> tuple[pd.DataFrame, list[Image.Image]]:
+    """The table and the PNGs (RGB, in prototype order) written by `synthesize`, refusing an unfinished folder
+    or (`made_from`: the opened prototypes) one made from other prototypes."""
     out_dir = Path(out_dir)
+    artifacts.open_artifact(out_dir, "synthesize", made_from)
     table = data.load_table(out_dir / TABLE)
     return table, [data.load_image(out_dir, f) for f in table.file]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pds import data, paths
+from pds import artifacts, data, paths
 
 
 @torch.no_grad()
@@ -63,29 +63,31 @@ def save_text_features(out_dir, features: np.ndarray, captions: pd.DataFrame, en
     if len(features) != len(captions):
         raise ValueError(f"{len(features)} feature rows for {len(captions)} captions.")
     out = Path(out_dir)
+    artifacts.begin(out)
     data.save_npy(out / "text.npy", features.astype(np.float32))
     data.save_json(out / "meta.json", {"text_encoder": encoder.name, "pooling": encoder.pooling,
                                        "normalize": int(encoder.normalize), "dim": int(features.shape[1]),
                                        "n_captions": len(captions), "captions_sha256": captions_digest(captions)})
+    artifacts.write_manifest(out, "text_features", ["text.npy", "meta.json"])
 
 
 def load_text_features(features_dir, captions: pd.DataFrame, text_encoder: str = "") -> np.ndarray:
     """The cached caption features (n_captions, dim), rows = caption_id; checked against the captions table
-    (and against `text_encoder` when given)."""
+    (and against `text_encoder` when given); a folder that is not one finished run is refused."""
     d = Path(features_dir)
+    artifacts.open_artifact(d, "text_features")
     meta = data.load_json(d / "meta.json")
     feats = data.load_npy(d / "text.npy")
     if text_encoder and meta["text_encoder"] != text_encoder:
         raise ValueError(f"{d} holds {meta['text_encoder']} features but text_encoder={text_encoder!r}; re-run "
                          "the text_features stage.")
     if len(feats) != len(captions) or meta["captions_sha256"] != captions_digest(captions):
-        raise ValueError(f"{d} was computed for other captions than the embeddings table; re-run the "
-                         "text_features stage (dvc repro text_features).")
+        raise ValueError(f"{artifacts.show(d)} was made for other captions ({meta['captions_sha256'][:16]}) than "
+                         f"the embeddings' captions.parquet holds ({captions_digest(captions)[:16]}): rerun "
+                         f"{artifacts.rerun_hint('text_features')}.")
     if not (captions["caption_id"].to_numpy() == np.arange(len(captions))).all():
         raise ValueError("caption_id must be the row number of the captions table (0..n-1).")
     return feats
-
-
 
 
 def compute_text_features(embeddings_dir, text_encoder: str, out_dir, batch_size: int = 256,
@@ -94,6 +96,8 @@ def compute_text_features(embeddings_dir, text_encoder: str, out_dir, batch_size
     write `out_dir/text.npy` + `meta.json`."""
     from pds import models
 
+    # the captions of one finished embed run (only this file is checked: CLIP's floats are not read here)
+    artifacts.open_artifact(embeddings_dir, "embed", names=["captions.parquet"])
     captions = data.load_table(Path(embeddings_dir) / "captions.parquet")
     encoder = models.load_text_encoder(text_encoder)
     feats = encode_texts(encoder, captions["caption"].astype(str).tolist(), batch_size, progress)
@@ -109,8 +113,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="data/text_features")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("PDS_NUM_THREADS", 2)))
+    progress = paths.progress()
+    if not progress:  # transformers draws its own bar while loading weights
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     out = compute_text_features(paths.resolve(args.embeddings_dir), args.text_encoder, paths.resolve(args.out),
-                                paths.batch_size(256))
+                                paths.batch_size(256), progress=progress)
     print(f"wrote {out}")
 
 

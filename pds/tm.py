@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 from torch.func import functional_call
 
-from pds import data, paths
+from pds import artifacts, data, paths
 from pds.contrastive import TEMPERATURE, PairSet, ProjectionHead, contrastive_loss, epoch_order, wbce_loss
 
 METHODS = ("tm", "lors")  # tm: MTT-VL (trajectory matching), lors: + learned low-rank similarity
@@ -236,21 +236,25 @@ def train_experts(load_encoder: Callable[[], object], train: PairSet, n_experts:
                    np.asarray([r[1] for r in runs], dtype=np.float64), settings)
 
 
-def save_experts(out_dir, experts: Experts) -> Path:
-    """Write `out_dir/experts.npy` (E, T+1, P) float32 and `experts.json` (everything else), atomically."""
+def save_experts(out_dir, experts: Experts, made_from=()) -> Path:
+    """Write `out_dir/experts.npy` (E, T+1, P) float32 and `experts.json` (everything else), atomically, then
+    manifest.json recording `made_from` (the opened text features)."""
     out = Path(out_dir)
+    artifacts.begin(out)
     data.save_npy(out / EXPERTS_NPY, experts.params.astype(np.float32))
     meta = {"encoder": experts.encoder, "n_experts": experts.n_experts, "epochs": experts.epochs,
             "n_params": int(experts.params.shape[2]), "n_image_params": int(experts.n_image_params),
             "text_dim": experts.text_dim, "image_size": experts.image_size, "mean": list(experts.mean),
             "std": list(experts.std), "losses": np.round(experts.losses, 6).tolist(), "settings": experts.settings}
     data.save_json(out / EXPERTS_JSON, meta)
+    artifacts.write_manifest(out, "experts", [EXPERTS_NPY, EXPERTS_JSON], made_from)
     return out
 
 
 def load_experts(out_dir) -> Experts:
-    """Read what `save_experts` wrote; the array's shape is checked against the json."""
+    """Read what `save_experts` wrote (one finished run); the array's shape is checked against the json."""
     d = Path(out_dir)
+    artifacts.open_artifact(d, "experts")
     meta = data.load_json(d / EXPERTS_JSON)
     params = data.load_npy(d / EXPERTS_NPY)
     want = (meta["n_experts"], meta["epochs"] + 1, meta["n_params"])
@@ -491,11 +495,13 @@ def nearest_captions(text: np.ndarray, train_text: np.ndarray, chunk: int = 4096
 
 
 def save_distilled(out_dir, result: Distilled, captions: Sequence[str], caption_ids: np.ndarray,
-                   init_caption_ids: np.ndarray) -> Path:
+                   init_caption_ids: np.ndarray, made_from=()) -> Path:
     """Write a distilled set like data/synthetic/: 0000.png ..., `synthetic.parquet` (file, caption =
     nearest real caption, caption_id, init_caption_id), `text.npy` (M, d_t) text targets, `pixels.npy`
-    (M, 3, S, S) unrounded normalised pixels, `similarity.npy` (LoRS), `loss.npy` and `meta.json`."""
+    (M, 3, S, S) unrounded normalised pixels, `similarity.npy` (LoRS), `loss.npy` and `meta.json`, then
+    manifest.json recording `made_from` (the opened experts and text features)."""
     out = Path(out_dir)
+    artifacts.begin(out)
     m = len(result.images)
     files = [f"{i:0{max(4, len(str(m - 1)))}d}.png" for i in range(m)]
     for f, img in zip(files, result.images, strict=True):
@@ -517,6 +523,9 @@ def save_distilled(out_dir, result: Distilled, captions: Sequence[str], caption_
     data.save_json(out / "meta.json", {"method": result.method, "n_pairs": m, "lr_image": result.lr_image,
                                        "lr_text": result.lr_text, "final_loss": _tail_mean(result.loss),
                                        "first_loss": _head_mean(result.loss), "settings": result.settings})
+    written = [*files, "synthetic.parquet", "text.npy", "pixels.npy", "loss.npy", "meta.json"]
+    artifacts.write_manifest(out, "tm", written + (["similarity.npy"] if result.similarity is not None else []),
+                             made_from, {"method": result.method})
     return out
 
 
@@ -539,6 +548,7 @@ def load_train_pairs(embeddings_dir, text_features_dir, dataset_root, image_size
     from pds import evaluate, text_features
 
     emb = Path(embeddings_dir)
+    artifacts.open_artifact(emb, "embed", names=["images.parquet", "captions.parquet"])  # the tables of one run
     images = data.load_table(emb / "images.parquet")
     captions = data.load_table(emb / "captions.parquet")
     feats = text_features.load_text_features(text_features_dir, captions, text_encoder)
@@ -589,6 +599,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(evaluate.num_threads(1))
     t0 = time.perf_counter()
+    features = artifacts.open_artifact(paths.resolve(args.text_features_dir), "text_features")
     if args.command == "experts":
         load = functools.partial(models.load_image_encoder, args.encoder, args.pretrained, args.encoders_dir)
         size = load().image_size
@@ -597,11 +608,12 @@ def main(argv: list[str] | None = None) -> None:
         experts = train_experts(load, train, args.n_experts, args.epochs, args.lr_image, args.lr_text,
                                 args.batch_size, args.momentum, args.weight_decay, not args.all_captions,
                                 seed=args.seed, workers=args.workers)
-        out = save_experts(paths.resolve(args.out), experts)
+        out = save_experts(paths.resolve(args.out), experts, [features])
         print(f"wrote {out}: {experts.n_experts} experts x {experts.epochs} epochs, P={experts.params.shape[2]}, "
               f"last-epoch loss {experts.losses[:, -1].mean():.3f}, {time.perf_counter() - t0:.0f} s")
         return
     experts = load_experts(paths.resolve(args.experts))
+    expert_run = artifacts.open_artifact(paths.resolve(args.experts), "experts", [features])
     enc = models.load_image_encoder(experts.encoder, "none", args.encoders_dir)  # structure only
     train, pairs = load_train_pairs(paths.resolve(args.embeddings_dir), paths.resolve(args.text_features_dir),
                                     paths.resolve(args.dataset_root), experts.image_size)
@@ -612,7 +624,7 @@ def main(argv: list[str] | None = None) -> None:
     caption_ids = pairs["caption_id"].to_numpy(np.int64)
     out = save_distilled(paths.resolve(args.out or f"data/tm/{args.method}"), result,
                          pairs["caption"].astype(str).to_numpy()[nearest], caption_ids[nearest],
-                         caption_ids[result.init_pairs])
+                         caption_ids[result.init_pairs], [expert_run, features])
     print(f"wrote {out}: {args.method} M={args.n_pairs}, loss {_head_mean(result.loss)} -> "
           f"{_tail_mean(result.loss)}, lr_image {result.lr_image:.4g}, lr_text {result.lr_text:.4g}, "
           f"{time.perf_counter() - t0:.0f} s")

@@ -22,22 +22,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pds import config, data, evaluate, models, paths, results, text_features
+from pds import artifacts, config, data, evaluate, models, paths, results, text_features
 
 METHODS = ("tm", "lors")
 
 
-def load_set(folder, image_size: int) -> tuple[torch.Tensor, np.ndarray, pd.DataFrame, np.ndarray | None]:
+def load_set(folder, image_size: int, made_from=()) -> tuple[torch.Tensor, np.ndarray, pd.DataFrame, np.ndarray | None]:
     """A distilled set written by `python -m pds.tm distill`: images (M, 3, S, S) uint8, learned text (M, d_t),
     its table (file, caption, caption_id = the real training caption nearest each learned text,
-    init_caption_id = the real pair it started from) and the learned similarity (M, M) (LoRS; None for MTT-VL)."""
+    init_caption_id = the real pair it started from) and the learned similarity (M, M) (LoRS; None for MTT-VL).
+    A folder that is not one finished run, or (`made_from`: the opened experts) not distilled from those
+    experts, is refused."""
     folder = Path(folder)
+    run = artifacts.open_artifact(folder, "tm", made_from)
     table = data.load_table(folder / "synthetic.parquet")
     text = data.load_npy(folder / "text.npy")
     if len(text) != len(table):
         raise ValueError(f"{folder}: {len(table)} images but {len(text)} text embeddings; re-run the tm stage.")
     sim_file = folder / "similarity.npy"
-    similarity = data.load_npy(sim_file).astype(np.float32) if sim_file.is_file() else None
+    similarity = data.load_npy(sim_file).astype(np.float32) if sim_file.name in run.files else None
     if similarity is not None and similarity.shape != (len(table), len(table)):
         raise ValueError(f"{sim_file}: shape {similarity.shape} for {len(table)} pairs; re-run the tm stage.")
     images = evaluate.load_images(folder, table["file"].tolist(), image_size)
@@ -75,16 +78,23 @@ def main(argv=None) -> None:
     torch.set_num_threads(evaluate.num_threads())
     params = config.load(paths.resolve(args.params))
     e, base = params["evaluate"], params["base"]
+    encoder_names = [n for n in e["image_encoders"].split(",") if n]
+    evaluate.check_protocols([p for p in e["protocol"].split(",") if p])
+    evaluate.check_image_encoders(encoder_names, e["pretrained"], args.encoders_dir)
+    # the sets are the experts' run's, checked before anything heavy loads (load_set checks them again as it reads)
+    experts = artifacts.open_artifact(paths.resolve(args.tm_dir) / "experts", "experts")
+    for m in METHODS:
+        artifacts.open_artifact(paths.resolve(args.tm_dir) / m, "tm", [experts])
     emb = paths.resolve(args.embeddings_dir)
+    artifacts.open_artifact(emb, "embed", names=["images.parquet", "captions.parquet", "text.npy"])
     images, captions = data.load_table(emb / "images.parquet"), data.load_table(emb / "captions.parquet")
     clip_text = data.load_npy(emb / "text.npy")
     student_text = text_features.load_text_features(paths.resolve(args.text_features_dir), captions, e["text_encoder"])
-    encoder_names = [n for n in e["image_encoders"].split(",") if n]
     load_encoder = functools.partial(models.load_image_encoder, pretrained=e["pretrained"], folder=args.encoders_dir)
     size = load_encoder(encoder_names[0]).image_size
     ev = evaluate.load_evaluation_data(paths.resolve(args.dataset_root), images, captions, student_text, size,
                                        progress=paths.progress())
-    sets = {m: load_set(paths.resolve(args.tm_dir) / m, size) for m in METHODS}
+    sets = {m: load_set(paths.resolve(args.tm_dir) / m, size, [experts]) for m in METHODS}
     n_pairs = {len(s[0]) for s in sets.values()}
     if n_pairs != {int(base["n_pairs"])}:
         raise ValueError(f"the tm sets hold {sorted(n_pairs)} pairs but base.n_pairs = {base['n_pairs']}; re-run the tm stage.")

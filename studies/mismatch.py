@@ -21,7 +21,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from pds import config, data, paths, results
+from pds import artifacts, config, data, paths, results
 from pds.toy import diagnose as diagnose_toy
 from pds.toy import world
 from studies import chain
@@ -54,7 +54,10 @@ def diagnose(root, embeddings_dir, clusters_dir, prototypes_dir) -> dict:
     `mismatched` their share of all training pairs; `filter_recall` the share of them the filter drops;
     `filter_precision` the share of dropped pairs that are mismatched (the rest are true pairs it loses);
     `mismatched_kept` their share of the pairs k-means sees; `mismatched_members` their share of the pairs in
-    the matched intersections (what the prototypes average)."""
+    the matched intersections (what the prototypes average). The three folders must be one chain of runs."""
+    embedded = artifacts.open_artifact(embeddings_dir, "embed", names=["captions.parquet"])
+    clustered = artifacts.open_artifact(clusters_dir, "cluster", [embedded], names=["caption_ids.npy", "keep.npy"])
+    artifacts.open_artifact(prototypes_dir, "match", [embedded, clustered], names=["members.parquet"])
     captions = data.load_table(Path(embeddings_dir) / "captions.parquet")
     pair_ids = data.load_npy(Path(clusters_dir) / "caption_ids.npy")
     keep = data.load_npy(Path(clusters_dir) / "keep.npy").astype(bool)

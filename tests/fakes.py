@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pds import data
+from pds import artifacts, data
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40),
            "purple": (150, 60, 190), "orange": (240, 140, 30), "grey": (128, 128, 128), "cyan": (40, 200, 210)}
@@ -88,6 +88,7 @@ def make_fake_embeddings(out_dir, images: pd.DataFrame | None = None, captions: 
     data.save_npy(out / "text.npy", text.astype(np.float32))
     data.save_table(out / "images.parquet", images)
     data.save_table(out / "captions.parquet", captions)
+    artifacts.write_manifest(out, "embed", ["image.npy", "text.npy", "images.parquet", "captions.parquet"])
     return image.astype(np.float32), text.astype(np.float32)
 
 

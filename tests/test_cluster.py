@@ -90,7 +90,9 @@ def test_train_pairs_take_train_captions_and_repeat_images():
 
 @pytest.mark.parametrize("bad, message", [
     ({"n_clusters": 90}, "lower base.n_pairs or cluster.rm_ratio"),  # 100 pairs, 80 kept
-    ({"n_clusters": 0}, "lower base.n_pairs"),
+    ({"n_clusters": 0}, "n_clusters=0 must be a whole number >= 1.*positive count"),  # not "lower"
+    ({"n_clusters": -3}, "n_clusters=-3 must be a whole number >= 1.*positive count"),
+    ({"n_init": 0}, "n_init=0 must be a whole number >= 1"),
     ({"rm_ratio": 1.0}, r"must be in \[0, 1\)"),
     ({"rm_ratio": -0.1}, r"must be in \[0, 1\)"),
     ({"algorithm": "dbscan"}, "unknown k-means algorithm"),

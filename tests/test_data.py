@@ -244,3 +244,77 @@ def test_karpathy_flickr30k_images_are_found_in_flickr30k_images(tmp_path):
     images, _ = data.load_karpathy(tmp_path / "dataset_flickr30k.json")
     assert images["path"].tolist() == [f"flickr30k-images/{i}.jpg" for i in range(3)]
     assert data.load_image(tmp_path, images["path"][0]).size == (4, 4)
+
+
+# ----------------------------------------------------------------------------------------------------
+# image modes: each against a conversion computed by hand
+
+
+def _load_saved(tmp_path, im: Image.Image, name: str = "x.png", **save) -> np.ndarray:
+    im.save(tmp_path / name, **save)
+    out = data.load_image(tmp_path, name)
+    assert out.mode == "RGB"
+    return np.asarray(out)
+
+
+def test_rgb_images_load_byte_identically_to_pil_convert(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(_load_saved(tmp_path, Image.fromarray(pixels, "RGB")), pixels)
+    pixels_jpeg = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(pixels_jpeg).save(tmp_path / "y.jpg", quality=90)
+    with Image.open(tmp_path / "y.jpg") as im:
+        want = np.asarray(im.convert("RGB"))  # what the loader returned before modes were handled
+    np.testing.assert_array_equal(np.asarray(data.load_image(tmp_path, "y.jpg")), want)
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 128, 257, 25700, 32896, 65535]], dtype=np.uint16)  # 16-bit grey levels
+    got = _load_saved(tmp_path, Image.fromarray(values))  # PNG keeps 16 bits: opens as I;16 (or I)
+    want = np.floor(values / 257 + 0.5).astype(np.uint8)  # 0, 0, 1, 100, 128, 255
+    np.testing.assert_array_equal(got, np.repeat(want[..., None], 3, axis=2))
+    assert data.to_rgb(Image.fromarray(values.astype(np.int32), "I")).getpixel((3, 0)) == (100, 100, 100)
+    with pytest.raises(ValueError, match=r"big.png.*values in \[0, 70000\]"):
+        data.to_rgb(Image.fromarray(np.array([[0, 70000]], np.int32), "I"), "image big.png")
+
+
+def test_greyscale_and_bilevel(tmp_path):
+    grey = np.array([[0, 17, 200, 255]], dtype=np.uint8)
+    np.testing.assert_array_equal(_load_saved(tmp_path, Image.fromarray(grey, "L")), np.repeat(grey[..., None], 3, 2))
+    bits = Image.fromarray(np.array([[0, 255, 0]], dtype=np.uint8)).convert("1")
+    np.testing.assert_array_equal(_load_saved(tmp_path, bits, "b.png")[0, :, 0], [0, 255, 0])
+
+
+def test_palette_with_and_without_transparency(tmp_path):
+    im = Image.new("P", (3, 1))
+    im.putpalette([10, 20, 30, 200, 100, 50, 0, 0, 0] + [0] * (256 * 3 - 9))
+    im.putdata([0, 1, 2])
+    np.testing.assert_array_equal(_load_saved(tmp_path, im)[0], [[10, 20, 30], [200, 100, 50], [0, 0, 0]])
+    # index 2 transparent: shown over white, as a viewer shows it, not as its hidden palette colour
+    np.testing.assert_array_equal(_load_saved(tmp_path, im, "t.png", transparency=2)[0],
+                                  [[10, 20, 30], [200, 100, 50], [255, 255, 255]])
+
+
+def test_alpha_is_composited_over_white(tmp_path):
+    rgba = np.array([[[200, 100, 0, 255], [200, 100, 0, 0], [200, 100, 0, 128]]], dtype=np.uint8)
+    a = rgba[..., 3:].astype(np.float64) / 255
+    want = np.round(rgba[..., :3] * a + 255 * (1 - a))  # alpha-over onto white
+    got = _load_saved(tmp_path, Image.fromarray(rgba, "RGBA"))
+    assert np.abs(got.astype(int) - want).max() <= 1  # PIL's integer compositing rounds within one level
+    np.testing.assert_array_equal(got[0, :2], [[200, 100, 0], [255, 255, 255]])
+    la = np.array([[[60, 255], [60, 0]]], dtype=np.uint8)
+    np.testing.assert_array_equal(_load_saved(tmp_path, Image.fromarray(la, "LA"), "la.png")[0],
+                                  [[60, 60, 60], [255, 255, 255]])
+
+
+def test_cmyk_uses_the_subtractive_formula(tmp_path):
+    cmyk = np.array([[[10, 20, 30, 40], [0, 0, 0, 0], [255, 0, 0, 0]]], dtype=np.uint8)
+    got = _load_saved(tmp_path, Image.fromarray(cmyk, "CMYK"), "c.tif")
+    c, k = cmyk[..., :3].astype(np.float64), cmyk[..., 3:].astype(np.float64)
+    want = np.round((255 - c) * (255 - k) / 255)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_modes_without_an_rgb_conversion_are_refused_by_name(tmp_path):
+    Image.fromarray(np.zeros((2, 2), np.float32), "F").save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"image .*f.tif has image mode 'F'.*save it as 8-bit"):
+        data.load_image(tmp_path, "f.tif")

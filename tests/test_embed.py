@@ -84,3 +84,11 @@ def test_missing_image_is_named(tiny_clip, dataset):
     with pytest.raises(FileNotFoundError, match="3.png"):
         embed.embed_dataset(model, preprocess, tokenizer, images, captions, dataset)
 
+
+
+def test_embed_parameters_are_checked_first():
+    embed.check_params("blip", 0)
+    with pytest.raises(ValueError, match="unknown annotation format 'coco'"):
+        embed.check_params("coco", 30)
+    with pytest.raises(ValueError, match=r"max_words=-1 must be a whole number >= 0"):
+        embed.check_params("karpathy", -1)

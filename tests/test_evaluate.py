@@ -396,3 +396,36 @@ def test_run_student_trains_on_given_targets():
         evaluate.run_student(pev, None, settings, "random", "convnet", 0, ids)
     assert (seen[0].text == text).all() and (seen[1].text == pev.text_features[ids]).all()
     assert (seen[0].image_index == seen[1].image_index).all()
+
+
+def test_every_name_of_an_evaluation_is_checked_at_once(tmp_path):
+    evaluate.check_settings(["pds", "random"], ["convnet", "resnet"], ["field"], "prototype", "none")
+    with pytest.raises(ValueError, match=r"unknown or no image encoders \['nosuch'\].*evaluate.image_encoders"):
+        evaluate.check_settings(["pds"], "convnet,nosuch", ["field"], pretrained="none")  # the second of the list
+    with pytest.raises(ValueError, match=r"unknown or no methods \['randm'\]"):
+        evaluate.check_methods("pds,randm")
+    with pytest.raises(ValueError, match=r"unknown or no protocols \['feild'\].*evaluate.protocol"):
+        evaluate.check_protocols(["field", "feild"])
+    with pytest.raises(ValueError, match="name one twice"):
+        evaluate.check_methods(["pds", "pds"])
+    with pytest.raises(ValueError, match="unknown text_target 'captions'"):
+        evaluate.check_text_target("captions")
+    with pytest.raises(FileNotFoundError, match=r"resnet/model.safetensors not found: the toy encoder 'resnet'"):
+        evaluate.check_image_encoders(["resnet"], "toy", tmp_path)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("epochs", 0, "epochs=0 .*must be a whole number >= 1"), ("seeds", 0, "seeds=0"), ("lr", 0.0, "lr=0.0 .*> 0"),
+    ("lr_image", -0.1, "lr_image=-0.1 .*>= 0"), ("full_one_per_image", 2, "must be 0 or 1"),
+    ("batch_size", 2.5, "batch_size=2.5"), ("paper_lr", float("nan"), "paper_lr=nan"),
+])
+def test_numeric_settings_are_checked_with_their_key(key, value, message):
+    good = {"epochs": 2, "full_epochs": 1, "lr": 0.1, "lr_image": 0.0, "batch_size": 8, "eval_every": 1,
+            "full_one_per_image": 1, "full_seeds": 0, "paper_lr": 0.2, "paper_epochs": 3, "paper_lr_step": 2}
+    evaluate.check_values(good | {"seeds": 1, "n_pairs": 4})
+    with pytest.raises(ValueError, match=message) as e:
+        evaluate.check_values(good | {key: value})
+    assert f"(evaluate.{key})" in str(e.value)
+    if key in evaluate.SETTINGS:  # the tm_evaluate stage's path checks them too
+        with pytest.raises(ValueError, match=message):
+            evaluate.protocol_settings(["field"], good | {key: value})

@@ -148,3 +148,9 @@ def test_save_load_roundtrip(tmp_path):
     for name in ("image", "text", "image_cluster", "text_cluster", "overlap", "fallback"):
         np.testing.assert_array_equal(getattr(back, name), getattr(p, name))
     assert [m.tolist() for m in back.members] == [m.tolist() for m in p.members] and back.n_empty == 1
+
+
+def test_check_empty_names_the_parameter():
+    match.check_empty("drop")
+    with pytest.raises(ValueError, match=r"unknown empty='mean'.*match.empty"):
+        match.check_empty("mean")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from fakes import metrics_tree
 
-from pds import data
+from pds import artifacts, data
 from pds.toy import diagnose, world
 from studies import mismatch
 
@@ -70,6 +70,12 @@ def test_diagnose_counts_the_known_mismatched_pairs(tmp_path):
     data.save_npy(run / "clusters/keep.npy", np.array([1, 1, 0, 0, 1, 1, 0, 1], bool))
     data.save_table(run / "prototypes/members.parquet",
                     pd.DataFrame({"prototype": [0, 0, 1, 1], "caption_id": [0, 4, 5, 7]}))
+    embedded = artifacts.write_manifest(run / "embeddings", "embed", ["captions.parquet"])  # as the stages write them
+    clustered = artifacts.write_manifest(run / "clusters", "cluster", ["caption_ids.npy", "keep.npy"], [embedded])
+    artifacts.write_manifest(run / "prototypes", "match", ["members.parquet"], [clustered])
+    with pytest.raises(ValueError, match="prototypes was made from no embed output"):
+        mismatch.diagnose(root, run / "embeddings", run / "clusters", run / "prototypes")
+    artifacts.write_manifest(run / "prototypes", "match", ["members.parquet"], [embedded, clustered])
     d = mismatch.diagnose(root, run / "embeddings", run / "clusters", run / "prototypes")
     assert d == {"pairs": 8, "mismatched": 0.5, "dropped": 0.375, "filter_recall": 0.5,
                  "filter_precision": round(2 / 3, 4), "mismatched_kept": 0.4, "mismatched_members": 0.5,

@@ -139,3 +139,36 @@ def test_toy_model_names_the_worlds_own_models_and_leaves_real_names_alone():
         paths.toy_model("toy", "toyworld", "vae")
     with pytest.raises(ValueError, match="must be a world's name"):
         paths.toy_model("toy", "data/raw/toyworld", "clip")
+
+
+def _truncate(path):
+    raw = path.read_bytes()
+    path.write_bytes(raw[:len(raw) // 3])
+
+
+def test_a_truncated_model_folder_is_named(tmp_path):
+    import shutil
+
+    clip = tmp_path / "toy-clip"
+    shutil.copytree(paths.ROOT / "models/toyworld/toy-clip", clip)
+    _truncate(clip / "open_clip_model.safetensors")
+    with pytest.raises(ValueError, match=rf"model folder {clip} is unreadable or incomplete.*toymodels"):
+        models.load_clip(f"local-dir:{clip}", device="cpu")
+    unclip = tmp_path / "toy-unclip"
+    shutil.copytree(paths.ROOT / "models/toyworld/toy-unclip", unclip)
+    _truncate(unclip / "unet" / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(ValueError, match=rf"model folder {unclip} is unreadable or incomplete.*toymodels"):
+        models.load_unclip(str(unclip), device="cpu")
+    encoders = tmp_path / "toy-encoders"
+    shutil.copytree(paths.ROOT / "models/toyworld/toy-encoders", encoders)
+    _truncate(encoders / "convnet" / "model.safetensors")
+    with pytest.raises(ValueError, match=rf"model folder {encoders / 'convnet'} is unreadable.*pds.toy.encoders"):
+        models.load_image_encoder("convnet", "toy", str(encoders))
+    (encoders / "resnet" / "config.json").write_text('{"arch": {}}')
+    with pytest.raises(ValueError, match=r"resnet/config.json lacks image_size, mean, std"):
+        models.load_image_encoder("resnet", "toy", str(encoders))
+    text = tmp_path / "text"
+    shutil.copytree(models.minilm_path(), text)
+    _truncate(text / "model.safetensors")
+    with pytest.raises(ValueError, match=rf"model folder {text} is unreadable or incomplete"):
+        models.load_text_encoder(str(text), device="cpu")

@@ -2,6 +2,9 @@
 on fabricated upstream artefacts (the tm / tm_evaluate stages' too), and writes metrics.json in the DESIGN §5
 shape, with the MTT-VL / LoRS students joined, runs.csv and the plots."""
 
+import re
+import shutil
+
 import numpy as np
 import pandas as pd
 import papermill
@@ -9,7 +12,7 @@ import pytest
 from fakes import make_fake_dataset, make_fake_embeddings
 from PIL import Image
 
-from pds import cluster, contrastive, data, results, text_features
+from pds import artifacts, cluster, contrastive, data, results, text_features
 from pds.paths import ROOT
 
 METHODS = ["pds", "random", "herding", "kcenter", "full", "pds_real", "random_kept", "random_avg", "random_nbr"]
@@ -32,6 +35,7 @@ def fake_tm(tmp, captions, rng) -> None:
         data.save_json(folder / "meta.json", {"lr_image": 0.1, "lr_text": 0.1, "settings": {"iterations": 30}})
         if m == "lors":
             data.save_npy(folder / "similarity.npy", np.eye(4, dtype=np.float32))
+        artifacts.write_manifest(folder, "tm", [p.name for p in folder.iterdir() if p.name != artifacts.MANIFEST])
     rows = []
     for protocol, epochs in (("field", 2), ("paper", 3)):
         for m in TM_METHODS:
@@ -68,10 +72,14 @@ def ran(tmp_path_factory):
     clip_text = data.load_npy(tmp / "embeddings" / "text.npy")
     data.save_npy(tmp / "prototypes" / "text.npy", clip_text[prompts.caption_id.to_numpy()] + 0.5)  # (4, d): any CLIP-space rows
     data.save_json(tmp / "prototypes" / "summary.json", {"n_clusters": 4})
+    embedded = artifacts.open_artifact(tmp / "embeddings", "embed")  # hand-made folders get a manifest as stages write
+    prototyped = artifacts.write_manifest(tmp / "prototypes", "match", [p.name for p in (tmp / "prototypes").iterdir()],
+                                          [embedded])
     for g in range(4):
         data.save_png(tmp / "synthetic" / f"{g:03d}.png", Image.open(tmp / "raw" / "fake" / "images" / f"{g:05d}.png"))
     data.save_table(tmp / "synthetic" / "synthetic.parquet",
                     pd.DataFrame({"file": [f"{g:03d}.png" for g in range(4)], "caption": ["c"] * 4, "prototype": range(4)}))
+    artifacts.write_manifest(tmp / "synthetic", "synthesize", [p.name for p in (tmp / "synthetic").iterdir()], [prototyped])
     fake_tm(tmp, captions, rng)
     # the noise filter's pool of the controls: every fifth train pair dropped (labels and centroids unused here)
     keep = np.arange(len(train)) % 5 != 4
@@ -81,17 +89,51 @@ def ran(tmp_path_factory):
                                                              0.0, 0.0), train.caption_id.to_numpy())
     papermill.execute_notebook(
         str(ROOT / "notebooks" / "05_evaluate.ipynb"), str(tmp / "05_evaluate.ipynb"), kernel_name="python3",
-        cwd=str(ROOT), progress_bar=False,
-        parameters={"embeddings_dir": str(tmp / "embeddings"), "text_features_dir": str(tmp / "text_features"),
-                    "clusters_dir": str(tmp / "clusters"),
-                    "prototypes_dir": str(tmp / "prototypes"), "synthetic_dir": str(tmp / "synthetic"),
-                    "dataset_root": str(tmp / "raw" / "fake"), "encoders_dir": str(tmp / "no-encoders"),
-                    "tm_runs": str(tmp / "tm_runs.csv"), "tm_dir": str(tmp / "tm"), "out_dir": str(tmp / "out"), "dataset": "fake", "n_pairs": 4, "methods": ",".join(METHODS),
-                    "image_encoders": "convnet", "pretrained": "none", "text_encoder": "fake", "epochs": 2,
-                    "full_epochs": 1, "full_one_per_image": 1, "lr": 0.05, "lr_image": 0.01, "batch_size": 8, "eval_every": 1, "seeds": 2,
-                    "seed": 0, "protocol": "field,paper", "paper_lr": 0.2, "paper_epochs": 3, "paper_lr_step": 2})
+        cwd=str(ROOT), progress_bar=False, parameters=_parameters(tmp))
     mp.undo()
     return tmp / "out"
+
+
+def _parameters(tmp):
+    return {"embeddings_dir": str(tmp / "embeddings"), "text_features_dir": str(tmp / "text_features"),
+            "clusters_dir": str(tmp / "clusters"), "prototypes_dir": str(tmp / "prototypes"), "synthetic_dir": str(tmp / "synthetic"),
+            "dataset_root": str(tmp / "raw" / "fake"), "encoders_dir": str(tmp / "no-encoders"),
+            "tm_runs": str(tmp / "tm_runs.csv"), "tm_dir": str(tmp / "tm"), "out_dir": str(tmp / "out"), "dataset": "fake",
+            "n_pairs": 4, "methods": ",".join(METHODS), "image_encoders": "convnet", "pretrained": "none",
+            "text_encoder": "fake", "epochs": 2, "full_epochs": 1, "full_one_per_image": 1, "lr": 0.05, "lr_image": 0.01,
+            "batch_size": 8, "eval_every": 1, "seeds": 2, "seed": 0, "protocol": "field,paper", "paper_lr": 0.2,
+            "paper_epochs": 3, "paper_lr_step": 2}
+
+
+def _fails(tmp, **changed) -> papermill.PapermillExecutionError:
+    with pytest.raises(papermill.PapermillExecutionError) as e:
+        papermill.execute_notebook(
+            str(ROOT / "notebooks" / "05_evaluate.ipynb"), str(tmp / "failed.ipynb"), kernel_name="python3",
+            cwd=str(ROOT), progress_bar=False, parameters=_parameters(tmp) | {"out_dir": str(tmp / "failed")} | changed)
+    assert not (tmp / "failed").exists()  # stopped before writing anything
+    return e.value
+
+
+def test_every_name_is_checked_before_the_first_student_trains(ran):
+    error = _fails(ran.parent, image_encoders="convnet,nosuch")
+    assert "check_settings" in error.source and "unknown or no image encoders ['nosuch']" in error.evalue
+    error = _fails(ran.parent, methods="pds,randm", image_encoders="convnet")
+    assert "check_settings" in error.source and "unknown or no methods ['randm']" in error.evalue
+    error = _fails(ran.parent, seeds=0)
+    assert "check_settings" in error.source and "seeds=0 (evaluate.seeds) must be a whole number >= 1" in error.evalue
+
+
+def test_a_synthetic_set_of_other_prototypes_is_refused(ran, tmp_path):
+    tmp = ran.parent
+    other = tmp_path / "prototypes"  # another match run: same files but one prototype moved
+    shutil.copytree(tmp / "prototypes", other)
+    data.save_npy(other / "image.npy", data.load_npy(other / "image.npy") + 1)
+    embedded = artifacts.open_artifact(tmp / "embeddings", "embed")
+    run = artifacts.write_manifest(other, "match", data.load_json(other / "manifest.json")["files"], [embedded])
+    made = data.load_json(tmp / "synthetic" / "manifest.json")["inputs"]["match"]
+    error = _fails(tmp, prototypes_dir=str(other))
+    assert re.search(rf"synthetic was made from match run {made}, but .*prototypes holds match run {run.token}: "
+                     r"rerun the synthesize stage \(notebook 04", error.evalue)
 
 
 def test_metrics_json_has_one_entry_per_method_encoder_and_rule(ran):

@@ -5,7 +5,7 @@ import pandas as pd
 import papermill
 import pytest
 
-from pds import data, embed, models
+from pds import artifacts, data, embed, models
 from pds.paths import ROOT
 from pds.toy import world
 
@@ -24,6 +24,8 @@ def ran(tmp_path_factory):
     first = captions.groupby("image_id").caption.first()
     data.save_table(tmp / "prototypes" / "prompts.parquet",
                     pd.DataFrame({"prototype": [0, 1, 2], "caption": first[:3].tolist()}))
+    data.save_table(tmp / "prototypes" / "members.parquet", pd.DataFrame({"prototype": [0, 1, 2], "caption_id": [0, 5, 10]}))
+    artifacts.write_manifest(tmp / "prototypes", "match", ["image.npy", "prompts.parquet", "members.parquet"])
     papermill.execute_notebook(
         str(ROOT / "notebooks" / "04_synthesize.ipynb"), str(tmp / "04_synthesize.ipynb"), kernel_name="python3",
         cwd=str(ROOT), progress_bar=False,
@@ -38,4 +40,4 @@ def test_synthesize_notebook_writes_one_image_per_prototype(ran):
     assert table.file.tolist() == ["0000.png", "0001.png", "0002.png"]
     assert table.prototype.tolist() == [0, 1, 2]
     assert all(data.load_image(ran / "synthetic", f).size == (32, 32) for f in table.file)
-    assert sorted(data.load_json(ran / "synthetic" / "manifest.json")) == table.file.tolist()
+    assert sorted(data.load_json(ran / "synthetic" / "manifest.json")["images"]) == table.file.tolist()

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from unclip_fakes import tiny_unclip
 
-from pds import data, synthesize
+from pds import artifacts, data, synthesize
 from pds.synthesize import SynthesisSettings
 
 D, M = 8, 5
@@ -78,10 +78,31 @@ def test_resumed_run_equals_an_uninterrupted_run(pipe, protos, tmp_path, eta):
                                   limit=3, progress=False)
     assert first.generated == 3 and first.table is None
     assert not (tmp_path / "resumed" / "synthetic.parquet").exists()
+    with pytest.raises(ValueError, match=r"resumed is incomplete.*rerun the synthesize stage.*resumes"):
+        synthesize.load_synthetic(tmp_path / "resumed")  # a stopped run is never read as a finished one
     second = synthesize.synthesize(pipe, prototypes, captions, tmp_path / "resumed", settings, batch_size=2,
                                    progress=False)
     assert second.generated == M - 3 and second.reused == 3
-    assert folder_bytes(tmp_path / "resumed") == folder_bytes(tmp_path / "full")
+    assert folder_bytes(tmp_path / "resumed") == folder_bytes(tmp_path / "full")  # manifest.json included
+    assert len(synthesize.load_synthetic(tmp_path / "resumed")[1]) == M
+
+
+def test_the_manifest_records_the_prototypes_and_old_manifests_still_resume(pipe, protos, tmp_path):
+    prototypes, captions = protos
+    data.save_npy(tmp_path / "prototypes" / "image.npy", prototypes)
+    made = artifacts.write_manifest(tmp_path / "prototypes", "match", ["image.npy"])
+    synthesize.synthesize(pipe, prototypes, captions, tmp_path / "syn", SETTINGS, progress=False, made_from=[made])
+    assert synthesize.load_synthetic(tmp_path / "syn", made_from=[made])[0].file.tolist() == [f"{i:04d}.png" for i in range(M)]
+    data.save_npy(tmp_path / "prototypes" / "image.npy", prototypes + 1)
+    other = artifacts.write_manifest(tmp_path / "prototypes", "match", ["image.npy"])
+    with pytest.raises(ValueError, match=rf"syn was made from match run {made.token}, but .*prototypes holds match run "
+                                         rf"{other.token}: rerun the synthesize stage"):
+        synthesize.load_synthetic(tmp_path / "syn", made_from=[other])
+    # a folder written before run tokens ({file: key}) resumes without regenerating its images
+    images = data.load_json(tmp_path / "syn" / "manifest.json")["images"]
+    data.save_json(tmp_path / "syn" / "manifest.json", images)
+    again = synthesize.synthesize(pipe, prototypes, captions, tmp_path / "syn", SETTINGS, progress=False, made_from=[made])
+    assert again.generated == 0 and again.reused == M
 
 
 def test_a_changed_prototype_regenerates_only_its_image(pipe, protos, tmp_path):
@@ -131,7 +152,7 @@ def test_fewer_prototypes_delete_the_extra_images(pipe, protos, tmp_path):
     res = synthesize.synthesize(pipe, prototypes[:3], captions[:3], tmp_path, SETTINGS, progress=False)
     assert res.removed == 2 and res.generated == 0
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["0000.png", "0001.png", "0002.png"]
-    assert sorted(data.load_json(tmp_path / "manifest.json")) == ["0000.png", "0001.png", "0002.png"]
+    assert sorted(data.load_json(tmp_path / "manifest.json")["images"]) == ["0000.png", "0001.png", "0002.png"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -186,3 +207,13 @@ def test_roundtrip_cosine_is_the_row_wise_cosine():
     np.testing.assert_allclose(synthesize.roundtrip_cosine(a, b), want)
     with pytest.raises(ValueError, match="same shape"):
         synthesize.roundtrip_cosine(a, b[:3])
+
+
+def test_settings_are_checked_without_a_decoder():
+    synthesize.check_settings(SETTINGS)
+    with pytest.raises(ValueError, match=r"noise_level=-1 must be in \[0, the decoder's last noise level\]"):
+        synthesize.check_settings(replace(SETTINGS, noise_level=-1))
+    with pytest.raises(ValueError, match=r"noise_level=1000 must be in \[0, 999\]"):
+        synthesize.check_settings(replace(SETTINGS, noise_level=1000), n_levels=1000)
+    with pytest.raises(ValueError, match="num_inference_steps=0"):
+        synthesize.check_settings(replace(SETTINGS, num_inference_steps=0))

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pds import models, text_features
+from pds import artifacts, data, models, text_features
 
 
 def _tables(n_img=10, per=5):
@@ -34,13 +34,30 @@ def test_text_encoder_loads_offline_from_the_package(monkeypatch):
 def test_text_features_command_writes_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _, captions = _tables(n_img=4, per=2)
-    from pds import data
-
     data.save_table(tmp_path / "emb" / "captions.parquet", captions)
-    text_features.main(["--embeddings-dir", str(tmp_path / "emb"), "--out", str(tmp_path / "tf")])
+    args = ["--embeddings-dir", str(tmp_path / "emb"), "--out", str(tmp_path / "tf")]
+    with pytest.raises(FileNotFoundError, match="emb has no manifest.json: its run did not finish.*embed stage"):
+        text_features.main(args)
+    artifacts.write_manifest(tmp_path / "emb", "embed", ["captions.parquet"])
+    text_features.main(args)
     feats = text_features.load_text_features(tmp_path / "tf", captions, "minilm")
     assert feats.shape == (8, 384)
     assert data.load_json(tmp_path / "tf" / "meta.json")["pooling"] == "mean"
+
+
+@pytest.mark.parametrize("progress", ["0", "1"])
+def test_text_features_command_honours_pds_progress(tmp_path, monkeypatch, capfd, progress):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PDS_PROGRESS", progress)
+    _, captions = _tables(n_img=4, per=2)
+    data.save_table(tmp_path / "emb" / "captions.parquet", captions)
+    artifacts.write_manifest(tmp_path / "emb", "embed", ["captions.parquet"])
+    text_features.main(["--embeddings-dir", str(tmp_path / "emb"), "--out", str(tmp_path / "tf")])
+    out, err = capfd.readouterr()
+    assert out.startswith("wrote ")
+    assert ("text features" in err) == (progress == "1")  # the bar, only when asked for
+    if progress == "0":
+        assert "it/s" not in err and "%|" not in err  # no other library's bar either
 
 
 def test_text_feature_cache_refuses_other_captions(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from pds import contrastive, data, text_features, tm
+from pds import artifacts, contrastive, data, text_features, tm
 from pds.contrastive import PairSet
 from pds.models import ImageEncoder
 
@@ -108,6 +108,9 @@ def test_save_and_load_experts(tiny, tmp_path):
     meta = json.loads((tmp_path / "experts.json").read_text())
     meta["epochs"] = 7
     (tmp_path / "experts.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"experts.json is not the file run .* of experts wrote.*pds.tm experts"):
+        tm.load_experts(tmp_path)  # edited after its run: the manifest tells
+    artifacts.write_manifest(tmp_path, "experts", [tm.EXPERTS_NPY, tm.EXPERTS_JSON])  # made consistent by hand
     with pytest.raises(ValueError, match="re-run experts"):
         tm.load_experts(tmp_path)
 
@@ -318,6 +321,7 @@ def test_cli_trains_experts_and_writes_a_distilled_set(tmp_path):
     images, captions = make_fake_dataset(root, n_images=30)
     data.save_table(tmp_path / "emb" / "images.parquet", images)
     data.save_table(tmp_path / "emb" / "captions.parquet", captions)
+    artifacts.write_manifest(tmp_path / "emb", "embed", ["images.parquet", "captions.parquet"])
     rng = np.random.default_rng(0)
     enc = type("E", (), {"name": "fake", "pooling": "mean", "normalize": True})()
     text_features.save_text_features(tmp_path / "tf", rng.normal(size=(len(captions), 6)).astype(np.float32), captions, enc)
@@ -342,3 +346,18 @@ def test_cli_trains_experts_and_writes_a_distilled_set(tmp_path):
     assert meta["method"] == "lors" and meta["settings"]["iterations"] == 3 and meta["lr_image"] > 0
     train_caps = set(captions.loc[captions.split == "train", "caption_id"])
     assert set(table.caption_id) <= train_caps and set(table.init_caption_id) <= train_caps
+    # the set names the experts' and the text features' runs it was made from; experts retrained since are refused
+    from pds import tm_evaluate
+
+    expert_run = artifacts.open_artifact(tmp_path / "experts", "experts")
+    features = artifacts.open_artifact(tmp_path / "tf", "text_features")
+    assert artifacts.open_artifact(tmp_path / "lors", "tm").inputs == {"experts": expert_run.token,
+                                                                       "text_features": features.token}
+    assert expert_run.inputs == {"text_features": features.token}
+    tm.main(["experts", *common[:-1], "1", "--pretrained", "none", "--n-experts", "2", "--epochs", "2",
+             "--batch-size", "8", "--out", str(tmp_path / "experts")])
+    again = artifacts.open_artifact(tmp_path / "experts", "experts")
+    assert again.token != expert_run.token
+    with pytest.raises(ValueError, match=rf"lors was made from experts run {expert_run.token}, but .*experts holds "
+                                         rf"experts run {again.token}: rerun the tm stage \(python -m pds.tm distill"):
+        tm_evaluate.load_set(tmp_path / "lors", 32, [again])

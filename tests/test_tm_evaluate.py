@@ -10,7 +10,7 @@ import pytest
 from fakes import tiny_evaluation_data
 from PIL import Image
 
-from pds import data, evaluate, models, tm_evaluate
+from pds import artifacts, data, evaluate, models, tm_evaluate
 
 
 def _ev(rng):
@@ -32,6 +32,7 @@ def test_sets_train_under_both_protocols_with_the_right_text(tmp_path, monkeypat
         data.save_npy(folder / "text.npy", rng.normal(size=(3, 6)).astype(np.float32))
         if m == "lors":
             data.save_npy(folder / "similarity.npy", np.eye(3, dtype=np.float32) + 0.1)
+        artifacts.write_manifest(folder, "tm", [f.name for f in folder.iterdir()])
         sets[m] = tm_evaluate.load_set(folder, 32)
     assert sets["tm"][0].shape == (3, 3, 32, 32) and sets["tm"][2]["caption_id"].tolist() == [1, 5, 7]
     assert sets["tm"][3] is None and sets["lors"][3].shape == (3, 3)
@@ -64,5 +65,12 @@ def test_a_similarity_of_the_wrong_shape_fails_with_one_line(tmp_path):
                                                                    "caption_id": [1]}))
     data.save_npy(tmp_path / "text.npy", np.zeros((1, 6), np.float32))
     data.save_npy(tmp_path / "similarity.npy", np.eye(2, dtype=np.float32))
+    with pytest.raises(FileNotFoundError, match="has no manifest.json: its run did not finish.*pds.tm distill"):
+        tm_evaluate.load_set(tmp_path, 32)
+    run = artifacts.write_manifest(tmp_path, "tm", [f.name for f in tmp_path.iterdir()])
     with pytest.raises(ValueError, match="similarity.npy: shape"):
         tm_evaluate.load_set(tmp_path, 32)
+    experts = artifacts.write_manifest(tmp_path / "experts", "experts", [])
+    with pytest.raises(ValueError, match=rf"was made from no experts output, but .*experts holds experts run {experts.token}"):
+        tm_evaluate.load_set(tmp_path, 32, [experts])
+    assert run.inputs == {}
