@@ -86,7 +86,8 @@ def ran(tmp_path_factory):
     n_kept = int(keep.sum())
     cluster.save_clusters(tmp / "clusters", cluster.Clusters(keep, np.zeros(n_kept, np.int64), np.zeros(n_kept, np.int64),
                                                              np.zeros((4, 16), np.float32), np.zeros((4, 16), np.float32),
-                                                             0.0, 0.0), train.caption_id.to_numpy())
+                                                             0.0, 0.0), train.caption_id.to_numpy(),
+                         made_from=[embedded])
     papermill.execute_notebook(
         str(ROOT / "notebooks" / "05_evaluate.ipynb"), str(tmp / "05_evaluate.ipynb"), kernel_name="python3",
         cwd=str(ROOT), progress_bar=False, parameters=_parameters(tmp))
