@@ -15,7 +15,8 @@ the shards already done and never reads a partial file.
 
 import hashlib
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -72,12 +73,16 @@ def keep_mask(key: np.ndarray, threshold: dict, ties_before: int) -> np.ndarray:
     return (key > t) | (tie & (rank >= threshold["drop_ties"]))
 
 
-def _task(name: str, shards: Shards, i: int, out: str, params: dict) -> None:
+def _task(name: str, shards: Shards, i: int, out: str, params: dict) -> int:
+    """Run one pass on shard i and write its result atomically; returns this process's peak RSS (KiB)."""
+    import resource
+
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):  # one BLAS thread per shard in both engines: same code, same bits
         result = TASKS[name](shards, i, params)
     data.atomic_write(out, lambda tmp: _savez(tmp, result))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _savez(tmp: Path, arrays: dict) -> None:
@@ -212,24 +217,32 @@ class Runner:
     shards: Shards
     work_dir: Path
     engine: str
+    seconds: dict = field(default_factory=dict)  # wall time per pass (the benchmark reads it)
+    peak_rss_kib: dict = field(default_factory=dict)  # largest max-RSS of the processes that ran each pass
 
     def run(self, name: str, params: dict, *digest_parts) -> _Reader:
+        start = time.perf_counter()
+        reader = self._run(name, params, *digest_parts)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        return reader
+
+    def _run(self, name: str, params: dict, *digest_parts) -> _Reader:
         files = [s[k]["sha256"] for s in self.shards.manifest["shards"] for k in ("img_emb", "text_emb", "metadata")]
         folder = Path(self.work_dir) / f"{name}-{_digest(files, *digest_parts)}"
         folder.mkdir(parents=True, exist_ok=True)
         todo = [i for i in range(self.shards.n_shards) if not (folder / f"shard_{i}.npz").exists()]
         outs = {i: str(folder / f"shard_{i}.npz") for i in todo}
         if self.engine == "local":
-            for i in todo:
-                _task(name, self.shards, i, outs[i], params)
+            peaks = [_task(name, self.shards, i, outs[i], params) for i in todo]
         elif todo:
             ray = init_ray()
             shards_ref, params_ref = ray.put(self.shards), ray.put(params)
             remote = ray.remote(num_cpus=1, max_retries=0)(_task)
             try:
-                ray.get([remote.remote(name, shards_ref, i, outs[i], params_ref) for i in todo])
+                peaks = ray.get([remote.remote(name, shards_ref, i, outs[i], params_ref) for i in todo])
             except ray.exceptions.RayTaskError as e:  # re-raise the task's own one-line error
                 raise e.cause if isinstance(e.cause, Exception) else e from None
+        self.peak_rss_kib[name] = max([self.peak_rss_kib.get(name, 0), *(peaks if todo else [])])
         return _Reader(folder)
 
 
@@ -296,6 +309,7 @@ class StreamResult:
     prompt_cosine: np.ndarray  # (M,) float32
     assign: _Reader
     sums: _Reader
+    runner: Runner
 
     def keep(self, n_shards: int) -> np.ndarray:
         return np.concatenate([self.assign(i)["keep"] for i in range(n_shards)])
@@ -342,8 +356,12 @@ def run_pds(shards: Shards, work_dir, n_clusters: int, rm_ratio: float = 0.2, se
             return keep_mask(cosine(i)["key"], threshold.as_params(), int(threshold.ties_before[i]))
 
         keep_counts = np.array([int(keep_of(i).sum()) for i in range(shards.n_shards)], np.int64)
+        start = time.perf_counter()
         sample = kmeans_sample(shards, keep_counts, keep_of, sample_size, seed)
+        runner.seconds["sample"] = time.perf_counter() - start
+        start = time.perf_counter()
         centroids = tuple(cluster.faiss_train(x, n_clusters, seed, max_iter) for x in sample)
+        runner.seconds["kmeans"] = time.perf_counter() - start
     image_c, text_c = (np.ascontiguousarray(c, dtype=np.float32) for c in centroids)
     if image_c.shape != (n_clusters, shards.dim) or text_c.shape != (n_clusters, shards.dim):
         raise ValueError(f"centroids {image_c.shape}, {text_c.shape} must both be ({n_clusters}, {shards.dim}).")
@@ -361,7 +379,9 @@ def run_pds(shards: Shards, work_dir, n_clusters: int, rm_ratio: float = 0.2, se
         image_inertia += float(a["image_inertia"])
         text_inertia += float(a["text_inertia"])
     overlap = overlap.reshape(k, k)
+    start = time.perf_counter()
     rows, cols = match.match_clusters(overlap)
+    runner.seconds["hungarian"] = time.perf_counter() - start
     slot = np.full(k * k, -1, dtype=np.int64)
     slot[rows * k + cols] = np.arange(len(rows))
     sums = runner.run("sums", {"assign": assign, "slot": slot, "k": k, "m": len(rows)}, assign.folder, rows, cols)
@@ -382,7 +402,7 @@ def run_pds(shards: Shards, work_dir, n_clusters: int, rm_ratio: float = 0.2, se
         best_cos = np.where(better, r["cosine"], best_cos)
         best_id = np.where(better, r["caption_id"], best_id)
     return StreamResult(threshold, image_c, text_c, image_inertia, text_inertia, overlap, rows, cols, protos,
-                        best_id, best_cos.astype(np.float32), assign, sums)
+                        best_id, best_cos.astype(np.float32), assign, sums, runner)
 
 
 def _prototypes(totals: dict, rows, cols, image_c, text_c, empty: str) -> match.Prototypes:
