@@ -6,9 +6,10 @@ clip-retrieval writes them. A size N reads the first N / 50,000 shards (a manife
 
 Each (N, engine) is one child process running `pds.engine.run_pds` end to end: noise-filter threshold (exact,
 two histogram passes), faiss k-means on a 100,000-pair sample per modality (k-means++ seeds), assignment +
-sparse counts, Hungarian, prototype sums, nearest caption. `local` = the single loop in the child (one BLAS
-thread); `ray` = a local Ray cluster with PDS_NUM_WORKERS = --threads workers (1 BLAS thread each), started by
-the child (its start-up time is reported apart). pairs/s per core = N / pass seconds / cores used.
+sparse counts, Hungarian, prototype sums, nearest caption. `local` = the passes in one loop in the child (one
+BLAS thread); `ray` = a local Ray cluster with PDS_NUM_WORKERS = --threads workers (1 BLAS thread each), started
+by the child (start-up and worker warm-up reported apart). faiss on the sample runs in the driver with --threads
+threads in both. pairs/s per core = N / pass seconds / cores the pass used (1 local, the workers on Ray).
 Peak memory: the child's ru_maxrss (the driver) and, for Ray, the largest worker's ru_maxrss (workers are not
 the child's waited-for descendants, so they report their own); the shared-memory object store is not counted.
 Every configuration runs once (n=1): the largest takes minutes; the machine's cores are shared with other work,
@@ -37,6 +38,9 @@ def generate(spec: dict) -> dict:
     from pds import data, shards
 
     d, root, per = spec["d"], ROOT / spec["dir"], spec["shard"]
+    done = root / "entries.json"
+    if done.exists() and len(json.loads(done.read_text())) >= spec["n_shards"]:
+        return {"n_shards": spec["n_shards"]}  # written (and hashed) by an earlier run
     rng = np.random.default_rng(spec["seed"])
     centres = rng.standard_normal((TOPICS, d), dtype=np.float32) * 0.6  # (T, d)
     offset = rng.standard_normal(d, dtype=np.float32) * 0.5  # CLIP embeddings are not centred
@@ -138,15 +142,25 @@ def run(opts) -> dict:
     generate_seconds = time.perf_counter() - t
     workers = opts.threads
     table = []
+    # rows measured by an interrupted earlier run with the same settings are kept, not re-measured (n=1 each)
+    partial = scratch / "rows.json"
+    key = {"shard": shard, "d": d, "k": k, "sample": sample, "workers": workers}
+    done = json.loads(partial.read_text()) if partial.exists() else {}
+    done = {int(n): r for n, r in done.get("rows", {}).items()} if done.get("key") == key else {}
     for n in sizes:
+        if n in done:
+            log(f"   N={n:,}: measured by an earlier run ({done[n]['local']['seconds']:.0f} s / "
+                f"{done[n]['ray']['seconds']:.0f} s), kept")
+            table.append(done[n])
+            continue
         root = make_root(base, n // shard, d)
         row = {"n_pairs": n, "n_shards": n // shard}
         for name in ("local", "ray"):
             env = {"PDS_ENGINE": name, "PDS_NUM_WORKERS": str(workers), "RAY_ADDRESS": None}
-            # the single loop runs with one BLAS thread (its tasks limit themselves to one anyway)
+            # same threads for the driver (faiss on the sample); every shard task runs with one BLAS thread
             r = run_child("scale:child_run", {"root": str(root), "engine": name, "k": k, "sample": sample,
                                               "work": str((scratch / f"work_{name}").relative_to(ROOT))},
-                          1 if name == "local" else opts.threads, env)
+                          opts.threads, env)
             cores = 1 if name == "local" else workers
             r["pairs_per_s_per_core"] = {p: n / s / cores for p, s in r["passes"].items()
                                          if p in ("cosine", "assign", "sums", "nearest")}
@@ -157,6 +171,8 @@ def run(opts) -> dict:
         row["identical"] = row["local"]["digest"] == row["ray"]["digest"]
         row["ray_speedup"] = row["local"]["seconds"] / row["ray"]["seconds"]
         table.append(row)
+        done[n] = row
+        partial.write_text(json.dumps({"key": key, "rows": {str(m): r for m, r in done.items()}}))
     out = {"settings": {"sizes": sizes, "shard": shard, "d": d, "k": k, "sample": sample, "rm_ratio": 0.2,
                         "dtype": "float16, L2-normalised", "topics": TOPICS, "ray_workers": workers, "repeats": 1},
            "generate_seconds": generate_seconds, "table": table,
