@@ -8,8 +8,8 @@ Each (N, engine) is one child process running `pds.engine.run_pds` end to end: n
 two histogram passes), faiss k-means on a 100,000-pair sample per modality (k-means++ seeds), assignment +
 sparse counts, Hungarian, prototype sums, nearest caption. `local` = the passes in one loop in the child (one
 BLAS thread); `ray` = a local Ray cluster with PDS_NUM_WORKERS = --threads workers (1 BLAS thread each), started
-by the child (start-up and worker warm-up reported apart). faiss on the sample runs in the driver with --threads
-threads in both. pairs/s per core = N / pass seconds / cores the pass used (1 local, the workers on Ray).
+by the child (start-up and worker warm-up reported apart). faiss on the sample runs in the driver with one
+thread in both. pairs/s per core = N / pass seconds / cores the pass used (1 local, the workers on Ray).
 Peak memory: the child's ru_maxrss (the driver) and, for Ray, the largest worker's ru_maxrss (workers are not
 the child's waited-for descendants, so they report their own); the shared-memory object store is not counted.
 Every configuration runs once (n=1): the largest takes minutes; the machine's cores are shared with other work,
@@ -157,10 +157,11 @@ def run(opts) -> dict:
         row = {"n_pairs": n, "n_shards": n // shard}
         for name in ("local", "ray"):
             env = {"PDS_ENGINE": name, "PDS_NUM_WORKERS": str(workers), "RAY_ADDRESS": None}
-            # same threads for the driver (faiss on the sample); every shard task runs with one BLAS thread
+            # the driver (faiss on the sample) runs with one thread in both: OpenMP with 2 threads on 2 shared cores
+            # stalled at its barriers (k-means 2-3x slower than on one thread here); shard tasks use one each
             r = run_child("scale:child_run", {"root": str(root), "engine": name, "k": k, "sample": sample,
                                               "work": str((scratch / f"work_{name}").relative_to(ROOT))},
-                          opts.threads, env)
+                          1, env)
             cores = 1 if name == "local" else workers
             r["pairs_per_s_per_core"] = {p: n / s / cores for p, s in r["passes"].items()
                                          if p in ("cosine", "assign", "sums", "nearest")}
