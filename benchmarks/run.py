@@ -12,6 +12,7 @@ Sections (`--only`, comma-separated, run in this order):
   synthesize  toy decoder images/s batched vs one per call; real decoder time per image, extrapolated
   evaluate    one student training run per image encoder and method
   students    student throughput: field protocol with the previous vs today's code, paper protocol, captions/s
+  scale       cluster + match streamed over float16 shards (pds.engine), N = 10^5..4 x 10^6, local loop vs Ray
 
 Every figure is the median of `--repeats` runs (default 3) with min-max, unless its table says n=1 and why;
 ratios are taken per repeat from measurements made side by side in the same run. Each configuration runs
@@ -38,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: import `benchmarks` and `pds` 
 
 from benchmarks import common  # noqa: E402
 
-SECTIONS = ("stages", "embed", "cluster", "synthesize", "evaluate", "students")
+SECTIONS = ("stages", "embed", "cluster", "synthesize", "evaluate", "students", "scale")
 RESULTS = common.ROOT / "results"
 
 
@@ -85,6 +86,9 @@ def parse_args(argv=None):
     g.add_argument("--eval-methods", default="pds,random,herding,kcenter,full")
     g.add_argument("--eval-measure", action="store_true", help="measure student runs directly instead of reading "
                    "the evaluate stage's own run times (slow: ~30-60 s per run)")
+    g = p.add_argument_group("scale")
+    g.add_argument("--scale-sizes", default="100000,250000,1000000,4000000", help="numbers of pairs N (multiples of "
+                   "50,000; the shards, ~3 GB per 10^6 pairs, go to build/scale and are removed afterwards)")
     p.add_argument("--child", nargs=2, metavar=("TARGET", "SPEC"), help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
     opts.started = time.time()  # files written after this come from this run of the harness

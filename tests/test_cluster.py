@@ -22,7 +22,7 @@ def same_partition(a, b):
     return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
 
 
-@pytest.mark.parametrize("algorithm", ["minibatch", "kmeans"])
+@pytest.mark.parametrize("algorithm", ["minibatch", "kmeans", "faiss"])
 def test_kmeans_recovers_separated_blobs(algorithm):
     x, truth = blobs()
     labels, centroids, inertia = cluster.kmeans(x, 5, seed=0, algorithm=algorithm, batch_size=100, n_init=5)
@@ -32,7 +32,7 @@ def test_kmeans_recovers_separated_blobs(algorithm):
     assert inertia == pytest.approx(naive, rel=1e-4)
 
 
-@pytest.mark.parametrize("algorithm", ["minibatch", "kmeans"])
+@pytest.mark.parametrize("algorithm", ["minibatch", "kmeans", "faiss"])
 def test_same_seed_same_labels(algorithm):
     x, _ = blobs(k=8, scale=1.0)  # overlapping blobs, so the result depends on the seed's choices
     a = cluster.kmeans(x, 8, seed=3, algorithm=algorithm, batch_size=64, n_init=2)
@@ -40,6 +40,35 @@ def test_same_seed_same_labels(algorithm):
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert a[2] == b[2]
+
+
+def test_faiss_trains_on_the_stated_sample_and_assigns_every_row():
+    x, truth = blobs(n_per=200, k=5)
+    rows = cluster.sample_rows(len(x), 150, seed=4)
+    assert len(rows) == 150 and np.all(np.diff(rows) > 0)
+    labels, centroids, _ = cluster.kmeans(x, 5, seed=4, algorithm="faiss", sample_size=150)
+    np.testing.assert_array_equal(centroids, cluster.faiss_train(x[rows], 5, seed=4))  # only the sample trains
+    assert same_partition(labels, truth) and len(labels) == len(x)
+    d2 = ((x[:, None, :].astype(np.float64) - centroids[None]) ** 2).sum(-1)  # (n, K) naive distances
+    np.testing.assert_array_equal(labels, d2.argmin(1))
+    with pytest.raises(ValueError, match="n_clusters=5 exceeds the k-means sample"):
+        cluster.kmeans(x, 5, seed=0, algorithm="faiss", sample_size=4)
+
+
+def test_faiss_openblas_kernel_is_not_a_generic_fallback():
+    """faiss-cpu bundles its own OpenBLAS, which picks a generic kernel on CPUs it does not know (Barcelona on
+    AMD EPYC) unless OPENBLAS_CORETYPE is set; import_faiss sets it when unset on an AVX2 + FMA CPU."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    code = "import numpy; from pds import cluster; print(cluster.faiss_openblas_kernel())"
+    kernel = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            check=True).stdout.split()[-1]
+    if cluster._cpu_has("avx2", "fma"):
+        assert kernel == "Haswell"
+    assert kernel not in cluster.SLOW_OPENBLAS
 
 
 def test_pair_cosine_matches_naive_loop():
