@@ -78,7 +78,7 @@ sweep: install  ## budgets M = 200 and 500 on the default world, ablations at 10
 	$(BIN)/dvc repro $(S)sweep_summary $(S)ablations_100 $(S)ablations_500
 
 world: install  ## the realistic world (toyflickr) at M = 100, 200, 500 -> results/worlds/toyflickr/
-	$(BIN)/dvc repro $(S)worlds_summary $(S)worlds_full
+	$(BIN)/dvc repro $(S)worlds_summary $(S)worlds_ablations
 
 mismatch: install  ## mismatched-pair sweep on toyflickr (~10 min per rate) -> results/mismatch/
 	$(BIN)/dvc repro $(S)mismatch_report

@@ -97,7 +97,8 @@ def run_budget(world: str, n_pairs: int, work, out, methods: str | None = None, 
     chain.run(chain.commands(work, world, n_pairs, evaluate=evaluate, raw=paths.resolve(f"data/raw/{world}")))
     if keep:
         keep = paths.resolve(keep)
-        for f in [*(work / "evaluate").iterdir(), *(work / "notebooks").glob("0*.ipynb")]:
+        kept = [work / "evaluate" / n for n in ("metrics.json", "runs.csv", "r_mean.png", "retrieval_examples.png")]
+        for f in [*kept, *(work / "notebooks").glob("0*.ipynb")]:
             dest = keep / ("notebooks" if f.suffix == ".ipynb" else "") / f.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f, dest)
