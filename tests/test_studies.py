@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pds.paths import ROOT
+from studies.sweep import ABLATIONS
 
 STUDIES = yaml.safe_load((ROOT / "studies" / "dvc.yaml").read_text())
 STAGES = STUDIES["stages"]
@@ -57,9 +58,12 @@ def test_every_study_metrics_file_is_listed_for_dvc_metrics():
     outs = list(_expanded_outs())
     assert all("${" not in out for _, out in outs)
     for name, out in outs:
-        metrics = out if out.endswith(".json") and "metrics" in out else f"{out}/metrics.json"
-        if out.endswith(".json") and "metrics" in out or (name.startswith("mismatch@") and out.startswith("results/")):
-            assert metrics in listed, (name, metrics)
+        if out.endswith(".json") and "metrics" in out:
+            assert out in listed, (name, out)
+        elif name.startswith("mismatch@") and out.startswith("results/"):
+            assert f"{out}/metrics.json" in listed, (name, out)
+        elif "ablations" in name:
+            assert {f"{out}/{v}.json" for v in ABLATIONS} <= listed, (name, out)
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
