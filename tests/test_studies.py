@@ -95,3 +95,40 @@ def test_install_refuses_a_linked_venv(tmp_path):
                           timeout=60)
     assert done.returncode != 0 and ".venv is a link to" in done.stderr
     assert sorted(p.name for p in (other / "bin").iterdir()) == []  # nothing written into the linked environment
+
+
+def _imported(path, seen=None) -> set[str]:
+    """The repository modules `path` imports, transitively (pds.* and studies.*), as file paths."""
+    import ast
+
+    seen = set() if seen is None else seen
+    if path in seen or not (ROOT / path).is_file():
+        return seen
+    seen.add(path)
+    if path.endswith(".ipynb"):
+        import json
+
+        cells = json.loads((ROOT / path).read_text())["cells"]
+        tree = ast.parse("\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code"
+                                   and not "".join(c["source"]).lstrip().startswith(("%", "!"))))
+    else:
+        tree = ast.parse((ROOT / path).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("pds", "studies"):
+            base = node.module.replace(".", "/")
+            for alias in node.names:
+                sub = f"{base}/{alias.name}.py"
+                _imported(sub if (ROOT / sub).is_file() else f"{base}.py", seen)
+    return seen
+
+
+@pytest.mark.parametrize("name", ["lesson", "sweep", "worlds", "worlds_full", "mismatch", "dryrun_real"])
+def test_study_deps_cover_every_module_its_notebooks_and_driver_import(name):
+    stage = STAGES[name].get("do", STAGES[name])
+    driver = stage["cmd"].split("python -m studies.")[1].split()[0].replace(".", "/")
+    needed = set()
+    for start in [f"studies/{driver}.py", *(f"notebooks/{p.name}" for p in (ROOT / "notebooks").glob("0*.ipynb"))]:
+        needed |= _imported(start)
+    deps = stage["deps"]
+    missing = [m for m in sorted(needed) if not any(m == d or m.startswith(d.rstrip("/") + "/") for d in deps)]
+    assert not missing, f"{name}: imported but not a dependency: {missing}"
