@@ -177,9 +177,9 @@ def rate_commands(work, rate: str, world_name: str = "toyflickr", n_pairs: int =
 
 def run_rate(rate: str, work, out, world_name: str = "toyflickr", **kwargs) -> None:
     """One rate end to end; out/metrics.json is written last, so a rate whose metrics.json exists is complete."""
+    generate(paths.resolve("params.yaml"), world_name, float(rate), paths.resolve(work) / "raw" / world_name)
+    chain.run(rate_commands(Path(work), rate, world_name, **kwargs))  # relative: no machine's folders in notebooks
     work, out = paths.resolve(work), paths.resolve(out)
-    generate(paths.resolve("params.yaml"), world_name, float(rate), work / "raw" / world_name)
-    chain.run(rate_commands(work, rate, world_name, **kwargs))
     out.mkdir(parents=True, exist_ok=True)
     data.save_json(out / "filter.json", diagnose(work / "raw" / world_name, work / "embeddings", work / "clusters",
                                                  work / "prototypes"))

@@ -93,10 +93,12 @@ def run_budget(world: str, n_pairs: int, work, out, methods: str | None = None, 
     metrics_<M>.json) is written last. `keep`: a folder that also gets the run's evaluate/ files and notebooks."""
     evaluate = {k: v for k, v in (("methods", methods), ("full_epochs", full_epochs), ("full_seeds", full_seeds))
                 if v is not None}
-    work = paths.resolve(work)
-    chain.run(chain.commands(work, world, n_pairs, evaluate=evaluate, raw=paths.resolve(f"data/raw/{world}")))
+    # paths relative to the repository root (where the chain runs): the executed notebooks show no machine's folders
+    work = Path(work)
+    chain.run(chain.commands(work, world, n_pairs, evaluate=evaluate, raw=f"data/raw/{world}"))
     if keep:
         keep = paths.resolve(keep)
+        work = paths.resolve(work)
         kept = [work / "evaluate" / n for n in ("metrics.json", "runs.csv", "r_mean.png", "retrieval_examples.png")]
         for f in [*kept, *(work / "notebooks").glob("0*.ipynb")]:
             dest = keep / ("notebooks" if f.suffix == ".ipynb" else "") / f.name
@@ -104,7 +106,7 @@ def run_budget(world: str, n_pairs: int, work, out, methods: str | None = None, 
             shutil.copyfile(f, dest)
     out = paths.resolve(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(work / "evaluate" / "metrics.json", out.with_suffix(".tmp"))
+    shutil.copyfile(paths.resolve(work) / "evaluate" / "metrics.json", out.with_suffix(".tmp"))
     out.with_suffix(".tmp").replace(out)
 
 
@@ -112,14 +114,14 @@ def run_ablations(world: str, n_pairs: int, run, out) -> None:
     """Notebook 05 on a finished run's folders (embeddings/, text_features/, prototypes/, synthetic/ under `run`)
     with real images at the prototypes (pds_real) and with the retrieved caption as PDS's text target; each
     variant's metrics.json lands in out/<variant>.json (the executed notebooks stay in a temporary folder)."""
-    run, out = paths.resolve(run), paths.resolve(out)
+    run, out = Path(run), paths.resolve(out)  # `run` relative to the repository root, as the notebook sees it
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name, (methods, target) in ABLATIONS.items():
             params = {"embeddings_dir": run / "embeddings", "text_features_dir": run / "text_features",
                       "clusters_dir": run / "clusters",
                       "prototypes_dir": run / "prototypes", "synthetic_dir": run / "synthetic",
-                      "dataset_root": paths.resolve(f"data/raw/{world}"), "encoders_dir": f"models/{world}/toy-encoders",
+                      "dataset_root": f"data/raw/{world}", "encoders_dir": f"models/{world}/toy-encoders",
                       "out_dir": f"{tmp}/{name}", "dataset": world, "n_pairs": n_pairs, "methods": methods,
                       "text_target": target, "tm_runs": "", "tm_dir": ""}
             chain.run([[*chain.PAPERMILL, "notebooks/05_evaluate.ipynb", f"{tmp}/{name}.ipynb",
