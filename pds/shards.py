@@ -121,6 +121,10 @@ def _check_shard(root: Path, manifest: dict, i: int, paths: dict, rows: int | No
     if not paths["metadata"].exists():
         raise FileNotFoundError(f"shard file {paths['metadata']} is missing; re-write the shards.")
     meta = pd.read_parquet(paths["metadata"])
+    missing = [c for c in META_COLUMNS if c not in meta.columns]
+    if missing:
+        raise ValueError(f"shard file {paths['metadata']} lacks the integer columns {missing}: add caption_id (one "
+                         "per pair) and image_id (one per distinct image) to every metadata shard.")
     if not len(img) == len(txt) == len(meta):
         raise ValueError(f"shard {i} disagrees on its rows: {paths['img_emb'].name} {len(img)}, "
                          f"{paths['text_emb'].name} {len(txt)}, {paths['metadata'].name} {len(meta)}; "

@@ -70,6 +70,13 @@ def test_rows_disagree(written):
     assert "\n" not in str(e.value)
 
 
+def test_metadata_without_ids(written):
+    meta = pd.read_parquet(written / "metadata" / "metadata_0.parquet")
+    meta.drop(columns="image_id").to_parquet(written / "metadata" / "metadata_0.parquet")
+    with pytest.raises(ValueError, match=r"metadata_0.parquet lacks the integer columns \['image_id'\]"):
+        shards.open_shards(written)
+
+
 def test_missing_shard(written):
     (written / "text_emb" / "text_emb_2.npy").unlink()
     with pytest.raises(FileNotFoundError, match=r"text_emb_2.npy is missing"):
