@@ -24,7 +24,7 @@ other processes kept busy when it started and ended, and the summary flags a bus
 Duration on a quiet 2-core machine (estimates): stages one pipeline pass, ~15-20 min (mostly the evaluate
 stage's 45 students, whose own run times then serve the evaluate section for free); embed ~2 min; cluster
 ~10-13 min; synthesize ~5 min (the real-decoder UNet at 96x96 latents dominates); evaluate ~0 (or ~25 min
-with --eval-measure).
+with --eval-measure); scale ~20 min (generating 12 GB of shards, then 4 x 2 end-to-end runs; needs ~13 GB of disk).
 """
 
 import argparse

@@ -237,5 +237,8 @@ def markdown(section: dict) -> str:
         lines.append(f"| {r['n_pairs']:,} | {lo['seconds']:.1f} | {ra['seconds']:.1f} (+{ra['ray_start_seconds']:.0f} "
                      f"start) | {r['ray_speedup']:.2f} | {rates(lo)} | {rates(ra)} | {lo['driver_peak_mib']:,.0f} | "
                      f"{ra['driver_peak_mib']:,.0f} / {ra['worker_peak_mib']:,.0f} | {'yes' if r['identical'] else 'NO'} |")
-    lines += ["", f"Plot: `{section['plot']}`. Generating the shards took {section['generate_seconds']:.0f} s."]
+    made = (f"Generating the shards took {section['generate_seconds']:.0f} s." if section["generate_seconds"] > 5 else
+            "The shards were generated (and hashed) by an earlier, interrupted run of this section and reused.")
+    lines += ["", f"Plot: `{section['plot']}`. {made} Ray at the same speed as the loop means its 2 workers did not get "
+              "2 free cores: see `other processes busy` below."]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pds import cluster, data, match
 from pds.shards import Shards
@@ -429,3 +430,67 @@ def gather_members(sums: _Reader, n_shards: int, protos: match.Prototypes) -> li
         lo, hi = np.searchsorted(sorted_proto, [i, i + 1])
         out.append(ids[order[lo:hi]])
     return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# artefacts: the match stage's files, from a streamed run
+
+
+def prompt_captions(shards: Shards, caption_ids: np.ndarray) -> pd.DataFrame:
+    """(caption_id, caption) of the given ids, read shard by shard from the metadata (which must have a
+    `caption` column): only these rows are kept in memory."""
+
+    wanted = set(np.asarray(caption_ids).tolist())
+    found = []
+    for i in range(shards.n_shards):
+        _, _, meta = shards.read(i)
+        if "caption" not in meta.columns:
+            raise ValueError(f"shard {i}'s metadata has no `caption` column: the prompts need the caption text.")
+        found.append(meta.loc[meta["caption_id"].isin(wanted), ["caption_id", "caption"]])
+    return pd.concat(found, ignore_index=True).drop_duplicates("caption_id")
+
+
+def save_result(out_dir, res: StreamResult, shards: Shards) -> None:
+    """Write what the match stage writes (pds.match.save_prototypes: image.npy, text.npy, prompts.parquet,
+    members.parquet, overlap.npy, summary.json) plus the centroids, so synthesize reads a streamed run as it
+    reads an in-memory one. members.parquet is empty unless the run gathered members (members=True)."""
+    protos = res.prototypes
+    prompts = match.prompts_table(protos, res.prompt_caption_ids, res.prompt_cosine,
+                                  prompt_captions(shards, res.prompt_caption_ids))
+    n_kept = res.threshold.n_pairs - res.threshold.n_drop
+    summary = match.summarize(protos, res.overlap, n_kept) | {
+        "engine": "streamed over shards", "n_pairs": res.threshold.n_pairs, "n_shards": shards.n_shards,
+        "noise_threshold_cosine": res.threshold.cosine, "image_inertia": res.image_inertia,
+        "text_inertia": res.text_inertia}
+    match.save_prototypes(out_dir, protos, prompts, res.overlap, summary)
+    data.save_npy(Path(out_dir) / "image_centroids.npy", res.image_centroids)
+    data.save_npy(Path(out_dir) / "text_centroids.npy", res.text_centroids)
+
+
+def main(argv=None) -> None:
+    """python -m pds.engine SHARDS WORK OUT --n-clusters M [--rm-ratio 0.2 --seed 42 --sample-size 100000]:
+    cluster + match on shards (PDS_ENGINE=local|ray), the match stage's files written to OUT."""
+    import argparse
+
+    from pds import shards as shards_module
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("shards")
+    p.add_argument("work")
+    p.add_argument("out")
+    p.add_argument("--n-clusters", type=int, required=True)
+    p.add_argument("--rm-ratio", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--sample-size", type=int, default=cluster.SAMPLE_SIZE)
+    p.add_argument("--members", action="store_true", help="gather each intersection's caption ids (O(N) memory)")
+    opts = p.parse_args(argv)
+    s = shards_module.open_shards(opts.shards)
+    res = run_pds(s, opts.work, opts.n_clusters, opts.rm_ratio, opts.seed, sample_size=opts.sample_size,
+                  members=opts.members)
+    save_result(opts.out, res, s)
+    print(f"wrote {opts.out}: {len(res.prototypes)} prototypes from {res.threshold.n_pairs:,} pairs "
+          f"({s.n_shards} shards, PDS_ENGINE={engine_name()})")
+
+
+if __name__ == "__main__":
+    main()

@@ -121,6 +121,10 @@ def _check_shard(root: Path, manifest: dict, i: int, paths: dict, rows: int | No
     if not paths["metadata"].exists():
         raise FileNotFoundError(f"shard file {paths['metadata']} is missing; re-write the shards.")
     meta = pd.read_parquet(paths["metadata"])
+    missing = [c for c in META_COLUMNS if c not in meta.columns]
+    if missing:
+        raise ValueError(f"shard file {paths['metadata']} lacks the integer columns {missing}: add caption_id (one "
+                         "per pair) and image_id (one per distinct image) to every metadata shard.")
     if not len(img) == len(txt) == len(meta):
         raise ValueError(f"shard {i} disagrees on its rows: {paths['img_emb'].name} {len(img)}, "
                          f"{paths['text_emb'].name} {len(txt)}, {paths['metadata'].name} {len(meta)}; "
@@ -238,3 +242,33 @@ def to_embeddings(shards: Shards) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]
     text[cap] = text_pairs
     captions = meta.sort_values("caption_id", kind="stable").reset_index(drop=True)
     return image, text, captions
+
+
+def main(argv=None) -> None:
+    """python -m pds.shards manifest ROOT  |  python -m pds.shards from-embeddings EMB_DIR ROOT [--shard-size N
+    --dtype float16|float32 --normalize]: write the manifest of shards written elsewhere, or shards of the embed
+    stage's training pairs."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("manifest")
+    m.add_argument("root")
+    f = sub.add_parser("from-embeddings")
+    f.add_argument("emb_dir")
+    f.add_argument("root")
+    f.add_argument("--shard-size", type=int, default=100_000)
+    f.add_argument("--dtype", default="float16", choices=DTYPES)
+    f.add_argument("--normalize", action="store_true", help="unit-length rows, as clip-retrieval writes them")
+    opts = p.parse_args(argv)
+    if opts.command == "manifest":
+        manifest = make_manifest(opts.root)
+    else:
+        manifest = from_embeddings(opts.emb_dir, opts.root, shard_size=opts.shard_size, dtype=opts.dtype,
+                                   normalize=opts.normalize)
+    print(f"{Path(opts.root) / MANIFEST}: {len(manifest['shards'])} shards, {manifest['rows']:,} pairs, "
+          f"{manifest['dim']}-d {manifest['dtype']}")
+
+
+if __name__ == "__main__":
+    main()

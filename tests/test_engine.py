@@ -29,7 +29,8 @@ def blobs(n=1800, seed=0):
     txt = (centres[lab] + rng.normal(size=(n, D))).astype(np.float32)
     txt[:60] = rng.normal(size=(60, D)) * 6
     img[100:400], txt[100:400] = img[100], txt[100]  # 300 identical pairs: one cosine, many ties
-    meta = pd.DataFrame({"caption_id": np.arange(n) + 1000, "image_id": np.arange(n) // 5})
+    meta = pd.DataFrame({"caption_id": np.arange(n) + 1000, "image_id": np.arange(n) // 5,
+                         "caption": [f"caption {i}" for i in range(n)]})
     return img, txt, meta
 
 
@@ -165,6 +166,24 @@ def test_bad_shard_named_on_both_engines(tmp_path, ray_cluster):
                                              r"\(first in row 50\)") as e:
             engine.run_pds(s, tmp_path / name, K, 0.2, engine=name)
         assert "\n" not in str(e.value)
+
+
+def test_streamed_run_writes_the_match_stage_files(data, tmp_path, monkeypatch, capsys):
+    img, txt, meta, s = data
+    monkeypatch.setenv("PDS_ENGINE", "local")
+    engine.main([str(s.root), str(tmp_path / "work"), str(tmp_path / "out"), "--n-clusters", str(K), "--seed", "3",
+                 "--sample-size", "700", "--members"])
+    assert f"{K} prototypes from 1,800 pairs (4 shards, PDS_ENGINE=local)" in capsys.readouterr().out
+    got = match.load_prototypes(tmp_path / "out")
+    ref = cluster.cluster_pairs(img, txt, K, 0.2, seed=3, algorithm="faiss", sample_size=700)
+    ov, protos, prompt_ids, _ = in_memory(img, txt, meta, ref)
+    np.testing.assert_array_equal(got.image, protos.image)
+    np.testing.assert_array_equal(got.text, protos.text)
+    for a, b in zip(got.members, protos.members, strict=True):
+        np.testing.assert_array_equal(a, b)
+    prompts = pd.read_parquet(tmp_path / "out" / "prompts.parquet")
+    assert prompts["caption"].tolist() == [f"caption {c - 1000}" for c in prompt_ids]
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "overlap.npy"), ov)
 
 
 def test_engine_choice(monkeypatch):

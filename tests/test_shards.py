@@ -45,6 +45,15 @@ def test_round_trip_and_manifest(tmp_path):
     assert shards.make_manifest(tmp_path / "s")["shards"] == manifest["shards"]
 
 
+def test_command_line(tmp_path, capsys):
+    tiny_embeddings(tmp_path)
+    shards.main(["from-embeddings", str(tmp_path / "emb"), str(tmp_path / "s"), "--shard-size", "60"])
+    assert "2 shards, 100 pairs, 8-d float16" in capsys.readouterr().out
+    (tmp_path / "s" / "manifest.json").unlink()
+    shards.main(["manifest", str(tmp_path / "s")])
+    assert shards.open_shards(tmp_path / "s", verify=True).n_shards == 2
+
+
 def test_float16_normalised(tmp_path):
     tiny_embeddings(tmp_path)
     shards.from_embeddings(tmp_path / "emb", tmp_path / "s", shard_size=50, normalize=True)
@@ -68,6 +77,13 @@ def test_rows_disagree(written):
                                          r"metadata_1.parquet 39") as e:
         shards.open_shards(written)
     assert "\n" not in str(e.value)
+
+
+def test_metadata_without_ids(written):
+    meta = pd.read_parquet(written / "metadata" / "metadata_0.parquet")
+    meta.drop(columns="image_id").to_parquet(written / "metadata" / "metadata_0.parquet")
+    with pytest.raises(ValueError, match=r"metadata_0.parquet lacks the integer columns \['image_id'\]"):
+        shards.open_shards(written)
 
 
 def test_missing_shard(written):
