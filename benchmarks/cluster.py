@@ -24,7 +24,7 @@ import os
 import resource
 import time
 
-from benchmarks.common import ROOT, fmt, log, run_child, stats, threadpools
+from benchmarks.common import fmt, log, run_child, save_figure, stats, threadpools
 
 RM_RATIO = 0.2
 BATCH = 10_000
@@ -248,11 +248,7 @@ def plot(section: dict, name: str) -> str:
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    path = ROOT / "results" / "benchmarks" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path.relative_to(ROOT))
+    return save_figure(fig, name)
 
 
 def markdown(section: dict) -> str:

@@ -202,5 +202,16 @@ def threads_text(n: int) -> str:
     return f"{n} thread{'s' if n != 1 else ''}"
 
 
+def save_figure(fig, name: str) -> str:
+    """Write `fig` to results/benchmarks/<name> and close it; the path relative to the repository."""
+    import matplotlib.pyplot as plt
+
+    path = ROOT / "results" / "benchmarks" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path.relative_to(ROOT))
+
+
 def log(message: str) -> None:
     print(message, flush=True)

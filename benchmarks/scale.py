@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 
-from benchmarks.common import ROOT, log, run_child
+from benchmarks.common import ROOT, log, run_child, save_figure
 
 SHARD = 50_000
 TOPICS = 1000
@@ -212,11 +212,7 @@ def plot(section: dict, name: str) -> str:
     b.set_ylim(bottom=0)
     b.set_title("peak memory against N")
     fig.tight_layout()
-    path = ROOT / "results" / "benchmarks" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path.relative_to(ROOT))
+    return save_figure(fig, name)
 
 
 def markdown(section: dict) -> str:
