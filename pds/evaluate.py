@@ -460,7 +460,8 @@ def pair_set(ev: EvaluationData, caption_ids: np.ndarray) -> PairSet:
     if missing.any():
         raise ValueError(f"caption {int(caption_ids[missing][0])} is not a train-split pair (its image is not "
                          "a train image); coresets must come from the train split.")
-    return PairSet(ev.train_images, ev.train_row.loc[image_ids].to_numpy(np.int64), ev.text_features[caption_ids])
+    # np.array copies: pandas' copy-on-write hands out read-only arrays, which torch warns about when it indexes
+    return PairSet(ev.train_images, np.array(ev.train_row.loc[image_ids], dtype=np.int64), ev.text_features[caption_ids])
 
 
 @dataclass
