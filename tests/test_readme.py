@@ -2,12 +2,14 @@
 parameter, every file, figure and section they link exists, the front door comes in its order, the result tables
 equal the committed metrics, and CITATION.cff describes the paper the README cites."""
 
+import json
 import re
 import subprocess
 
 import pytest
 import yaml
 
+from pds import results
 from pds.paths import ROOT
 from studies import tables
 
@@ -160,3 +162,60 @@ def test_no_work_organisation_words_in_the_prose():
     hits = [f"{f}:{k}: {line.strip()}" for f in files if not f.startswith(("notebooks/", "pds/toy/"))
             for k, line in enumerate((ROOT / f).read_text().splitlines(), 1) if WORK_WORDS.search(line)]
     assert not hits, "\n".join(hits)
+
+
+# --- the realistic world's findings (docs/results.md, "PDS against its controls") --------------------------------
+
+
+@pytest.fixture(scope="module")
+def toyflickr():
+    import pandas as pd
+
+    from pds import results, stats
+
+    folder = ROOT / "results" / "worlds" / "toyflickr"
+    sel = results.select_epochs(pd.read_csv(folder / "runs.csv"))
+    sel = sel[sel["selected_on"] == "val"].drop(columns="selected_on")
+    others = ["random", "random_kept", "random_avg", "random_nbr", "herding", "kcenter"]
+    comp = stats.compare_methods(sel, [("pds", o) for o in others], test="welch")
+    means = results.rows(json.loads((folder / "metrics.json").read_text()), "val").set_index(
+        ["protocol", "method", "image_encoder"])["r_mean"]
+    return comp.set_index(["b", "protocol", "image_encoder"]), means
+
+
+def test_the_controls_statements_hold(toyflickr):
+    comp, means = toyflickr
+    assert "### PDS against its controls (M = 100)" in (ROOT / "docs" / "results.md").read_text()
+    rnd = comp.loc["random"]
+    assert ((rnd.loc["field", "ci_low"] < 0) & (rnd.loc["field", "ci_high"] > 0)).all()  # not significant
+    assert (rnd.loc[("paper", "convnet"), "ci_high"] < 0) and (rnd.loc[("paper", "resnet"), "ci_high"] < 0)
+    for control in ("random_avg", "random_nbr"):
+        c = comp.loc[control]
+        assert (c["diff"] < 0).all(), control  # ahead of PDS everywhere
+        below = c["ci_high"] < 0
+        assert not below[("field", "vit")] and below.drop(("field", "vit")).all(), control
+    for enc in ("convnet", "resnet", "vit"):
+        assert means[("field", "random_kept", enc)] > means[("field", "random", enc)]
+        assert comp.loc[("random_kept", "field", enc), "diff"] < comp.loc[("random", "field", enc), "diff"]
+        for coreset in ("herding", "kcenter"):
+            assert comp.loc[(coreset, "field", enc), "diff"] > 0
+    for protocol in ("field", "paper"):
+        for enc in ("resnet", "vit"):
+            assert means[(protocol, "pds_real", enc)] > means[(protocol, "pds", enc)]
+
+
+def test_the_front_doors_statements_about_the_default_world_hold():
+    m = results.rows(json.loads((ROOT / "results" / "evaluate" / "metrics.json").read_text()), "val").set_index(
+        ["protocol", "method", "image_encoder"])["r_mean"]
+    text = " ".join(README.split())
+    assert "PDS loses to every coreset under both protocols" in text
+    for protocol in ("field", "paper"):
+        for enc in ("convnet", "resnet", "vit"):
+            assert all(m[(protocol, "pds", enc)] < m[(protocol, c, enc)] for c in ("random", "herding", "kcenter"))
+    gain = {k: m[k] - m[(k[0], "random", k[2])] for k in m.index if k[1] in ("tm", "lors", "pds")}
+    assert "far ahead of random on the ConvNet" in text and "within 4 points of it under the paper's" in text
+    for method in ("tm", "lors"):
+        assert gain[("field", method, "convnet")] > 20 and abs(gain[("paper", method, "convnet")]) < 4
+        assert all(gain[(p, method, "resnet")] < -25 for p in ("field", "paper"))  # collapse on the ResNet
+        assert all(gain[(p, "pds", "resnet")] > gain[(p, method, "resnet")] for p in ("field", "paper"))
+        assert m[("field", method, "vit")] > m[("field", "pds", "vit")]
