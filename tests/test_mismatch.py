@@ -1,9 +1,8 @@
 """The mismatched-pair sweep (studies.mismatch, `make mismatch`): the world copies differ from their source only in
 which captions training images carry; the filter diagnostics count the known mismatched pairs; the report's
-tables, gaps and plot; the make target's commands stay in their folders and feed every notebook valid params."""
+tables, gaps and plot; a rate's commands stay in their folder and feed every notebook valid params."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ from pds.toy import diagnose, world
 from studies import mismatch
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 TINY = {"n_train": 20, "n_val": 4, "n_test": 4, "image_size": 32, "seed": 3, "caption_mention_rate": 0.5,
         "caption_noise": 0.05, "caption_variation": 0.3, "secondary_rate": 0.3, "mismatch_rate": 0, "clutter": 1.5,
         "background_texture": 0.5, "zipf_exponent": 1.0, "n_shapes": 7, "n_colours": 8}
