@@ -123,12 +123,14 @@ def _imported(path, seen=None) -> set[str]:
     return seen
 
 
-@pytest.mark.parametrize("name", ["lesson", "sweep", "worlds", "worlds_full", "mismatch", "dryrun_real"])
+@pytest.mark.parametrize("name", ["lesson", "sweep", "worlds", "worlds_full", "mismatch", "dryrun_real", "seeds",
+                                  "seeds_report"])
 def test_study_deps_cover_every_module_its_notebooks_and_driver_import(name):
     stage = STAGES[name].get("do", STAGES[name])
     driver = stage["cmd"].split("python -m studies.")[1].split()[0].replace(".", "/")
+    notebooks = [] if name.endswith("_report") else [f"notebooks/{p.name}" for p in (ROOT / "notebooks").glob("0*.ipynb")]
     needed = set()
-    for start in [f"studies/{driver}.py", *(f"notebooks/{p.name}" for p in (ROOT / "notebooks").glob("0*.ipynb"))]:
+    for start in [f"studies/{driver}.py", *notebooks]:
         needed |= _imported(start)
     deps = stage["deps"]
     missing = [m for m in sorted(needed) if not any(m == d or m.startswith(d.rstrip("/") + "/") for d in deps)]
