@@ -20,7 +20,7 @@ endif
 # dvc runs stage commands (papermill, python) in a shell: they must resolve to the venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install repro test test-all lint lockcheck dryrun-ci format lock sweep world mismatch calibration bench lab clean-venv book dryrun-real lesson
+.PHONY: help install repro test test-all lint lockcheck dryrun-ci format lock sweep world mismatch calibration bench lab clean-venv book dryrun-real lesson seeds
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -82,6 +82,9 @@ world: install  ## the realistic world (toyflickr) at M = 100, 200, 500 -> resul
 
 mismatch: install  ## mismatched-pair sweep on toyflickr (~10 min per rate) -> results/mismatch/
 	$(BIN)/dvc repro $(S)mismatch_report
+
+seeds: install  ## PDS distilled with 3 k-means / decoder seeds on toyflickr at M = 100, against its baselines -> results/seeds/
+	$(BIN)/dvc repro $(S)seeds_report
 
 calibration: install  ## the realistic world's calibration candidates (baselines only) -> results/calibration/
 	$(BIN)/dvc repro --glob 'studies/dvc.yaml:calibration@*'

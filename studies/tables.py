@@ -8,7 +8,10 @@ from them. A table sits between two markers naming what makes it:
 Kinds: `rmean` (r_mean ± sd, every method, protocol x student), `recall <encoder>` (the papers' layout, field |
 paper), `gain` (r_mean minus random's), `versus <method> <other,...>` (method minus each other method: the
 difference, its 95 % interval and Welch's p, from the folder's runs.csv). The folder holds metrics.json (and
-runs.csv for `versus`).
+runs.csv for `versus`). Study folders: `budget <protocol>` (a budget sweep's metrics_<M>.json: r_mean per student
+at each M), `mismatch` (the mismatched-pair sweep's p<rate>/metrics.json: r_mean ± sd per protocol and rate),
+`filter` (its p<rate>/filter.json: where the mismatched pairs go), `seeds` (studies.seeds' comparisons.csv: PDS's
+set means against each baseline).
 
     python -m studies.tables docs/results.md        # rewrite every table in place
     python -m studies.tables --check docs/*.md      # exit 1 if a page differs from what its files give (tests)
@@ -86,15 +89,80 @@ def versus(folder: Path, method: str, others: list[str]) -> str:
     comp = stats.compare_methods(sel, [(method, o) for o in found], test="welch")
     rows = []
     for r in comp.to_dict("records"):
-        p = "—" if pd.isna(r["p"]) else f"{r['p']:.2f}" if r["p"] >= 0.01 else f"{r['p']:.0e}"
         rows.append([f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], _signed(r["diff"]),
-                     f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]", p, f"{r['n_a']} / {r['n_b']}"])
+                     f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]", _p(r["p"]), f"{r['n_a']} / {r['n_b']}"])
     return _markdown(["difference", "protocol", "student", "r_mean", "95 % interval", "p (Welch)", "seeds"], rows)
+
+
+def _p(p: float) -> str:
+    return "—" if pd.isna(p) else f"{p:.2f}" if p >= 0.01 else f"{p:.0e}"
+
+
+def budget(folder: Path, protocol: str) -> str:
+    from studies import sweep
+
+    t = sweep.collect(folder)
+    t = t[t["protocol"] == protocol]
+    if t.empty:
+        raise ValueError(f"{folder}: no {protocol!r} protocol in its metrics_*.json.")
+    encoders = list(dict.fromkeys(t["image_encoder"]))
+    budgets = sorted(t["n_pairs"].unique())
+    cell = t.set_index(["method", "n_pairs", "image_encoder"])["r_mean"]
+    rows = []
+    for m in _methods(t):
+        row = [LABELS.get(m, m) + (" (1 seed)" if m == "full" else "")]
+        for b in budgets:
+            vals = [cell.get((m, b, e)) for e in encoders]
+            row.append(" / ".join(f"{v:.1f}" for v in vals) if all(v is not None for v in vals) else "")
+        rows.append(row)
+    return _markdown(["method"] + [f"M = {b}" for b in budgets], rows)
+
+
+def _rates(folder: Path) -> list[tuple[str, Path]]:
+    found = sorted(((d.name[1:], d) for d in folder.glob("p*") if (d / "metrics.json").is_file()),
+                   key=lambda x: float(x[0]))
+    if not found:
+        raise ValueError(f"{folder} holds no p<rate>/metrics.json: run `make mismatch`.")
+    return found
+
+
+def mismatch(folder: Path) -> str:
+    frames = [results.rows(data.load_json(d / "metrics.json"), "val").assign(rate=r) for r, d in _rates(folder)]
+    t = pd.concat(frames, ignore_index=True)
+    t["cell"] = results.cells(t)
+    cols = list(dict.fromkeys(zip(t["protocol"], t["rate"], strict=True)))
+    cell = t.set_index(["method", "protocol", "rate"])["cell"]
+    rows = [[LABELS.get(m, m)] + [cell.get((m, p, r), "—") for p, r in cols] for m in _methods(t)]
+    return _markdown(["method"] + [f"{p} p = {r}" for p, r in cols], rows)
+
+
+def filter_table(folder: Path) -> str:
+    rows = []
+    for r, d in _rates(folder):
+        if float(r) == 0:
+            continue
+        f = data.load_json(d / "filter.json")
+        rows.append([r, f"{100 * f['filter_recall']:.1f} %", f"{100 * f['mismatched_kept']:.1f} %",
+                     f"{100 * f['mismatched_members']:.1f} %", f"{f['members']:,}"])
+    return _markdown(["p", "mismatched pairs the filter drops", "mismatched among the kept pairs",
+                      "mismatched among the intersections' pairs", "pairs in the intersections"], rows)
+
+
+def seeds(folder: Path) -> str:
+    c = pd.read_csv(folder / "comparisons.csv")
+    rows = [[f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], _signed(r["diff"]),
+             f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]", _p(r["p"]),
+             f"[{_signed(r['one_set_ci_low'])}, {_signed(r['one_set_ci_high'])}]", _p(r["one_set_p"])]
+            for r in c.to_dict("records")]
+    return _markdown(["difference", "protocol", "student", "r_mean", "95 % interval (sets)", "p (Welch)",
+                      "one set: interval", "one set: p"], rows)
 
 
 def render(spec: str) -> str:
     kind, folder, *args = spec.split()
     folder = paths.resolve(folder)
+    if kind in STUDY_KINDS:
+        return STUDY_KINDS[kind](folder, *args)
     metrics = data.load_json(folder / "metrics.json") if kind != "versus" else None
     if kind == "rmean":
         return rmean(metrics)
@@ -104,7 +172,11 @@ def render(spec: str) -> str:
         return gain(metrics)
     if kind == "versus":
         return versus(folder, args[0], args[1].split(","))
-    raise ValueError(f"unknown table kind {kind!r} in <!-- table: {spec} -->; use rmean, recall, gain or versus.")
+    raise ValueError(f"unknown table kind {kind!r} in <!-- table: {spec} -->; use rmean, recall, gain, versus, "
+                     f"{', '.join(STUDY_KINDS)}.")
+
+
+STUDY_KINDS = {"budget": budget, "mismatch": mismatch, "filter": filter_table, "seeds": seeds}
 
 
 def update(text: str) -> str:

@@ -1,0 +1,56 @@
+"""studies.tables' study kinds on tiny folders (naive references: the cells are the files' numbers)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from studies import tables
+
+
+def _metrics(n_pairs, values, protocols=("field",)):
+    """metrics.json with r_mean `values[method][encoder]` (sd 0.5, 3 seeds) under each protocol."""
+    tree = {"dataset": "w", "n_pairs": n_pairs, "seeds": 3}
+    for p in protocols:
+        for m, encs in values.items():
+            for e, v in encs.items():
+                entry = {k: 0.0 for k in ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10")}
+                entry.update(r_mean=v, sd=0.5, n=3, epochs=10, test_selected=dict(entry, r_mean=v, sd=0.5, n=3))
+                tree.setdefault(p, {}).setdefault(m, {})[e] = entry
+    return tree
+
+
+def test_budget_lists_each_students_r_mean_at_each_budget(tmp_path):
+    for m, pds in ((100, 1.0), (500, 3.0)):
+        (tmp_path / f"metrics_{m}.json").write_text(json.dumps(_metrics(m, {
+            "pds": {"convnet": pds, "resnet": pds + 0.25}, "random": {"convnet": 2.0, "resnet": 4.0}})))
+    out = tables.budget(tmp_path, "field")
+    assert "| pds | 1.0 / 1.2 | 3.0 / 3.2 |" in out and "| random | 2.0 / 4.0 | 2.0 / 4.0 |" in out
+    with pytest.raises(ValueError, match="paper"):
+        tables.budget(tmp_path, "paper")
+
+
+def test_mismatch_and_filter_read_each_rate(tmp_path):
+    for r, v in (("0", 5.0), ("0.2", 4.0)):
+        (tmp_path / f"p{r}").mkdir()
+        (tmp_path / f"p{r}" / "metrics.json").write_text(json.dumps(_metrics(100, {"pds": {"convnet": v}},
+                                                                              ("field", "paper"))))
+        (tmp_path / f"p{r}" / "filter.json").write_text(json.dumps(
+            {"filter_recall": 0.9, "mismatched_kept": 0.01, "mismatched_members": 0.004, "members": 1234}))
+    out = tables.mismatch(tmp_path)
+    assert "| method | field p = 0 | paper p = 0 | field p = 0.2 | paper p = 0.2 |" in out
+    assert "| pds | 5.0 ± 0.5 | 5.0 ± 0.5 | 4.0 ± 0.5 | 4.0 ± 0.5 |" in out
+    f = tables.filter_table(tmp_path)
+    assert "| 0.2 | 90.0 % | 1.0 % | 0.4 % | 1,234 |" in f and "| 0 |" not in f  # p = 0 has nothing to filter
+
+
+def test_seeds_prints_both_intervals(tmp_path):
+    pd.DataFrame([{"a": "pds", "b": "random", "protocol": "field", "image_encoder": "vit", "diff": 1.25,
+                   "ci_low": -0.5, "ci_high": 3.0, "p": 0.2, "one_set_ci_low": 0.5, "one_set_ci_high": 2.0,
+                   "one_set_p": 0.004}]).to_csv(tmp_path / "comparisons.csv", index=False)
+    assert "| pds − random | field | vit | +1.2 | [−0.5, +3.0] | 0.20 | [+0.5, +2.0] | 4e-03 |" in tables.seeds(tmp_path)
+
+
+def test_an_unknown_kind_names_the_kinds():
+    with pytest.raises(ValueError, match="budget, mismatch, filter, seeds"):
+        tables.render("nonsense results/evaluate")
