@@ -219,3 +219,40 @@ def test_the_front_doors_statements_about_the_default_world_hold():
         assert all(gain[(p, method, "resnet")] < -25 for p in ("field", "paper"))  # collapse on the ResNet
         assert all(gain[(p, "pds", "resnet")] > gain[(p, method, "resnet")] for p in ("field", "paper"))
         assert m[("field", method, "vit")] > m[("field", "pds", "vit")]
+
+
+def test_the_trajectory_matching_paragraph_holds():
+    """docs/results.md, "Across architectures": each figure and comparison recomputed from metrics.json."""
+    m = results.rows(json.loads((ROOT / "results" / "evaluate" / "metrics.json").read_text()), "val").set_index(
+        ["protocol", "method", "image_encoder"])["r_mean"]
+    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    gain = {(p, k, e): m[(p, k, e)] - m[(p, "random", e)] for p in ("field", "paper") for k in ("pds", "tm", "lors")
+            for e in ("convnet", "resnet", "vit")}
+
+    def span(values, sign=1):
+        v = sorted(round(sign * x) for x in values)
+        return f"{v[0]}–{v[-1]}"
+
+    def signed(x):
+        return f"{x:+.1f}".replace("-", "−")
+
+    tm, lors = ("field", "tm"), ("field", "lors")
+    assert f"MTT-VL and LoRS are {span([gain[(*tm, 'convnet')], gain[(*lors, 'convnet')]])} points ahead" in text
+    assert all(abs(gain[("paper", k, "convnet")]) < 4 for k in ("tm", "lors")) and "within 4 points of it" in text
+    assert f"({signed(gain[('paper', 'tm', 'convnet')])} MTT-VL, {signed(gain[('paper', 'lors', 'convnet')])} LoRS)" \
+        in text
+    resnet = {p: span([gain[(p, k, "resnet")] for k in ("tm", "lors")], -1) for p in ("field", "paper")}
+    assert f"they lose {resnet['field']} points (field) and {resnet['paper']} (paper)" in text
+    assert all(gain[(p, k, "resnet")] < gain[(p, "pds", e)] for p in ("field", "paper") for k in ("tm", "lors")
+               for e in ("convnet", "resnet", "vit"))  # far more than PDS loses anywhere
+    for p, words in (("field", "under the field protocol"), ("paper", "below it under the paper's")):
+        pair = f"({signed(gain[(p, 'tm', 'vit')])} / {signed(gain[(p, 'lors', 'vit')])})"
+        assert pair in text, (p, words)
+    assert all(gain[("paper", k, "vit")] < 0 for k in ("tm", "lors"))
+    for p, e in (("field", "resnet"), ("paper", "resnet"), ("paper", "vit")):  # PDS ahead of both
+        assert all(m[(p, "pds", e)] > m[(p, k, e)] for k in ("tm", "lors")), (p, e)
+    for p, e in (("field", "vit"), ("field", "convnet"), ("paper", "convnet")):  # both ahead of PDS
+        assert all(m[(p, "pds", e)] < m[(p, k, e)] for k in ("tm", "lors")), (p, e)
+    assert (f"(MTT-VL {m[('field', 'tm', 'vit')]:.1f}, LoRS {m[('field', 'lors', 'vit')]:.1f}, PDS "
+            f"{m[('field', 'pds', 'vit')]:.1f})") in text
+    assert all(gain[(p, "pds", e)] < 0 for p in ("field", "paper") for e in ("convnet", "resnet", "vit"))
