@@ -10,8 +10,8 @@ paper), `gain` (r_mean minus random's), `versus <method> <other,...>` (method mi
 difference, its 95 % interval and Welch's p, from the folder's runs.csv). The folder holds metrics.json (and
 runs.csv for `versus`). Study folders: `budget <protocol>` (a budget sweep's metrics_<M>.json: r_mean per student
 at each M), `mismatch` (the mismatched-pair sweep's p<rate>/metrics.json: r_mean ± sd per protocol and rate),
-`filter` (its p<rate>/filter.json: where the mismatched pairs go), `seeds` (studies.seeds' comparisons.csv: PDS's
-set means against each baseline).
+`filter` (its p<rate>/filter.json: where the mismatched pairs go), `seeds [<method,...>]` (studies.seeds'
+comparisons.csv: PDS's set means against each baseline).
 
     python -m studies.tables docs/results.md        # rewrite every table in place
     python -m studies.tables --check docs/*.md      # exit 1 if a page differs from what its files give (tests)
@@ -148,8 +148,10 @@ def filter_table(folder: Path) -> str:
                       "mismatched among the intersections' pairs", "pairs in the intersections"], rows)
 
 
-def seeds(folder: Path) -> str:
+def seeds(folder: Path, methods: str = "") -> str:
     c = pd.read_csv(folder / "comparisons.csv")
+    if methods:
+        c = c[c["a"].isin(methods.split(","))]
     rows = [[f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], _signed(r["diff"]),
              f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]", _p(r["p"]),
              f"[{_signed(r['one_set_ci_low'])}, {_signed(r['one_set_ci_high'])}]", _p(r["one_set_p"])]

@@ -209,6 +209,8 @@ def test_the_front_doors_statements_about_the_default_world_hold():
         ["protocol", "method", "image_encoder"])["r_mean"]
     text = " ".join(README.split())
     assert "PDS loses to every coreset under both protocols" in text
+    assert "under the paper's own protocol its mean is below random's on every student (significantly on the ConvNet)" \
+        in text  # the seeds study's figures: test_the_seed_statements_hold
     for protocol in ("field", "paper"):
         for enc in ("convnet", "resnet", "vit"):
             assert all(m[(protocol, "pds", enc)] < m[(protocol, c, enc)] for c in ("random", "herding", "kcenter"))
@@ -256,3 +258,40 @@ def test_the_trajectory_matching_paragraph_holds():
     assert (f"(MTT-VL {m[('field', 'tm', 'vit')]:.1f}, LoRS {m[('field', 'lors', 'vit')]:.1f}, PDS "
             f"{m[('field', 'pds', 'vit')]:.1f})") in text
     assert all(gain[(p, "pds", e)] < 0 for p in ("field", "paper") for e in ("convnet", "resnet", "vit"))
+
+
+def test_the_seed_statements_hold():
+    """docs/results.md, "Over three distillation seeds": each statement recomputed from studies.seeds' files."""
+    import pandas as pd
+
+    folder = ROOT / "results" / "seeds" / "toyflickr"
+    c = pd.read_csv(folder / "comparisons.csv").set_index(["a", "b", "protocol", "image_encoder"]).sort_index()
+    tree = json.loads((folder / "metrics.json").read_text())
+    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    encs = ("convnet", "resnet", "vit")
+    rnd = c.loc[("pds", "random")]
+    below, above = c["ci_high"] < 0, c["ci_low"] > 0
+    assert not above.loc[("pds", "random", "field")].any()
+    ps = " / ".join(f"{rnd.loc[('field', e), 'p']:.2f}" for e in encs)
+    assert f"(p = {ps} for the ConvNet / ResNet / ViT;" in text
+    assert round(rnd.loc[("field", "vit"), "ci_low"], 1) == 0  # "reaches down to zero"
+    assert (rnd.loc["paper", "diff"] < 0).all()
+    assert below[("pds", "random", "paper", "convnet")] and not below.loc[("pds", "random", "paper")].drop("convnet").any()
+    one_set = rnd.loc[("paper", "resnet")]
+    assert one_set["one_set_ci_high"] < 0 < one_set["ci_high"]
+    sets = {(p, e): tree[p]["pds"][e] for p in ("field", "paper") for e in encs}
+    assert sum(v["sd"] > v["sd_students"] for v in sets.values()) == 3
+    top = max(sets, key=lambda k: sets[k]["sd"])
+    assert top == ("paper", "resnet") and f"up to {sets[top]['sd']:.1f} points" in text
+    controls = c.loc[pd.IndexSlice["pds", ["random_avg", "random_nbr"], :, :], :]
+    assert len(controls) == 12 and (controls["diff"] < 0).all()
+    assert (controls["ci_high"] < 0).sum() == 9 and "below zero in nine of them" in text
+    not_below = sorted(k for k, v in (controls["ci_high"] >= 0).items() if v)
+    assert not_below == [("pds", "random_avg", "field", "convnet"), ("pds", "random_avg", "field", "vit"),
+                         ("pds", "random_nbr", "field", "vit")]
+    real = c.loc[("pds_real", "random", "field")]
+    assert (real["ci_low"] > 0).tolist() == [False, True, True]  # ResNet and ViT significantly above random
+    avg = c.loc[("pds_real", "random_avg", "field")]
+    assert ((avg["ci_low"] < 0) & (avg["ci_high"] > 0)).all()  # level with random_avg on every student
+    assert (c.loc[("pds_real", "random_avg", "paper"), "diff"] < 0).all()  # README: worse under the paper's
+    assert (c.loc[("pds", "random_avg"), "diff"] < c.loc[("pds_real", "random_avg"), "diff"]).all()  # decoded cost
