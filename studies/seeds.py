@@ -221,7 +221,7 @@ def report(base_runs, seed_runs: dict[int, str], base_seed: int, out, dataset: s
     new = runs[runs["set_seed"].notna() & (runs["set_seed"] != base_seed)]
     results.save_outputs(out, new.assign(set_seed=new["set_seed"].astype(int)))
     data.atomic_write(out / "comparisons.csv",
-                      lambda tmp: comparisons.to_csv(tmp, index=False, float_format="%.6g"))
+                      lambda tmp: comparisons.to_csv(tmp, index=False, float_format="%.4f"))
     data.atomic_write(out / "summary.md", lambda tmp: tmp.write_text(markdown(comparisons, tree)))
     fig = plot_sets(sel, [*METHODS, *baselines])
     data.atomic_write(out / "sets.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))

@@ -95,7 +95,8 @@ def versus(folder: Path, method: str, others: list[str]) -> str:
 
 
 def _p(p: float) -> str:
-    return "—" if pd.isna(p) else f"{p:.2f}" if p >= 0.01 else f"{p:.0e}"
+    # comparisons.csv keeps 4 decimals: a p below 5e-05 reads 0 there
+    return "—" if pd.isna(p) else f"{p:.2f}" if p >= 0.01 else f"{p:.0e}" if p >= 1e-4 else "< 1e-04"
 
 
 def budget(folder: Path, protocol: str) -> str:
