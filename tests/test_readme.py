@@ -295,3 +295,29 @@ def test_the_seed_statements_hold():
     assert ((avg["ci_low"] < 0) & (avg["ci_high"] > 0)).all()  # level with random_avg on every student
     assert (c.loc[("pds_real", "random_avg", "paper"), "diff"] < 0).all()  # README: worse under the paper's
     assert (c.loc[("pds", "random_avg"), "diff"] < c.loc[("pds_real", "random_avg"), "diff"]).all()  # decoded cost
+
+
+def test_the_mismatch_statements_hold():
+    """docs/results.md, "Mismatched pairs": PDS against random and random_kept at each rate, from runs.csv."""
+    import pandas as pd
+
+    from pds import stats
+
+    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    comp = {}
+    for rate in ("0.2", "0.4"):
+        sel = results.select_epochs(pd.read_csv(ROOT / "results" / "mismatch" / f"p{rate}" / "runs.csv"))
+        sel = sel[sel["selected_on"] == "val"].drop(columns="selected_on")
+        c = stats.compare_methods(sel, [("pds", "random"), ("pds", "random_kept")], test="welch")
+        comp[rate] = c.set_index(["b", "protocol"])
+    low = comp["0.2"]
+    assert "At p = 0.2 the filter accounts for PDS's lead." in text
+    assert (low.loc["random", "diff"] > 0).all()
+    assert low.loc[("random_kept", "field"), "ci_low"] < 0 < low.loc[("random_kept", "field"), "diff"]
+    assert low.loc[("random_kept", "paper"), "diff"] < 0
+    high = comp["0.4"]
+    assert "At p = 0.4 the intersections add something under the field protocol." in text
+    assert high.loc[("random_kept", "field"), "ci_low"] > 0
+    assert high.loc[("random_kept", "paper"), "ci_low"] < 0 < high.loc[("random_kept", "paper"), "ci_high"]
+    f = json.loads((ROOT / "results" / "mismatch" / "p0.4" / "filter.json").read_text())
+    assert round(f["filter_recall"], 2) == 0.5 and f["mismatched_members"] < 0.02  # "only half", "stay clean"
