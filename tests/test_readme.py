@@ -321,3 +321,26 @@ def test_the_mismatch_statements_hold():
     assert high.loc[("random_kept", "paper"), "ci_low"] < 0 < high.loc[("random_kept", "paper"), "ci_high"]
     f = json.loads((ROOT / "results" / "mismatch" / "p0.4" / "filter.json").read_text())
     assert round(f["filter_recall"], 2) == 0.5 and f["mismatched_members"] < 0.02  # "only half", "stay clean"
+
+
+def test_the_realistic_worlds_budget_statements_hold():
+    """docs/results.md, toyflickr "Budgets": recomputed from the sweep's metrics_<M>.json."""
+    from studies import sweep
+
+    t = sweep.collect(ROOT / "results" / "worlds" / "toyflickr" / "sweep").set_index(
+        ["protocol", "n_pairs", "method", "image_encoder"])["r_mean"]
+    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    encs = ("convnet", "resnet", "vit")
+    f100 = [t[("field", 100, "pds", e)] > t[("field", 100, c, e)] for e in encs for c in ("random", "herding", "kcenter")]
+    assert all(f100)
+    assert [t[("field", 200, "pds", e)] > t[("field", 200, "random", e)] for e in encs] == [True, False, True]
+    assert "at M = 500 random pairs are ahead of it on every student, and so is every control" in text
+    for e in encs:
+        pds, rnd = t[("field", 500, "pds", e)], t[("field", 500, "random", e)]
+        controls = [t[("field", 500, c, e)] for c in ("random_kept", "random_avg", "random_nbr")]
+        assert rnd > pds and all(c > pds for c in controls), e
+        best = max((t[("field", 500, m, e)], m) for m in ("pds", "pds_real", "random", "random_kept", "random_avg",
+                                                          "random_nbr", "herding", "kcenter"))
+        assert best[1] == "random_avg", e
+        assert t[("field", 500, "pds_real", e)] > pds, e
+    assert all(t[("paper", m, "pds", e)] < t[("paper", m, "random", e)] for m in (100, 200, 500) for e in encs)
