@@ -111,7 +111,8 @@ def budget(folder: Path, protocol: str) -> str:
     cell = t.set_index(["method", "n_pairs", "image_encoder"])["r_mean"]
     rows = []
     for m in _methods(t):
-        row = [LABELS.get(m, m) + (" (1 seed)" if m == "full" else "")]
+        seeds = sorted(t.loc[t["method"] == m, "n"].unique())
+        row = [LABELS.get(m, m) + (" (all pairs" + (", 1 seed)" if seeds == [1] else ")") if m == "full" else "")]
         for b in budgets:
             vals = [cell.get((m, b, e)) for e in encoders]
             row.append(" / ".join(f"{v:.1f}" for v in vals) if all(v is not None for v in vals) else "")
