@@ -90,8 +90,12 @@ def versus(folder: Path, method: str, others: list[str]) -> str:
     rows = []
     for r in comp.to_dict("records"):
         rows.append([f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], _signed(r["diff"]),
-                     f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]", _p(r["p"]), f"{r['n_a']} / {r['n_b']}"])
+                     _interval(r["ci_low"], r["ci_high"]), _p(r["p"]), f"{r['n_a']} / {r['n_b']}"])
     return _markdown(["difference", "protocol", "student", "r_mean", "95 % interval", "p (Welch)", "seeds"], rows)
+
+
+def _interval(low: float, high: float) -> str:
+    return f"[{_signed(low)}, {_signed(high)}]"
 
 
 def _p(p: float) -> str:
@@ -155,8 +159,8 @@ def seeds(folder: Path, methods: str = "") -> str:
     if methods:
         c = c[c["a"].isin(methods.split(","))]
     rows = [[f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], _signed(r["diff"]),
-             f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]", _p(r["p"]),
-             f"[{_signed(r['one_set_ci_low'])}, {_signed(r['one_set_ci_high'])}]", _p(r["one_set_p"])]
+             _interval(r["ci_low"], r["ci_high"]), _p(r["p"]),
+             _interval(r["one_set_ci_low"], r["one_set_ci_high"]), _p(r["one_set_p"])]
             for r in c.to_dict("records")]
     return _markdown(["difference", "protocol", "student", "r_mean", "95 % interval (sets)", "p (Welch)",
                       "one set: interval", "one set: p"], rows)

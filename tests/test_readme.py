@@ -14,6 +14,7 @@ from pds.paths import ROOT
 from studies import tables
 
 README = (ROOT / "README.md").read_text()
+RESULTS_TEXT = " ".join((ROOT / "docs" / "results.md").read_text().split())  # docs/results.md, whitespace folded
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # every committed markdown page (model cards, results folders' notes) links files and sections too
 PAGES = {ROOT / f: (ROOT / f).read_text() for f in subprocess.run(
@@ -227,7 +228,7 @@ def test_the_trajectory_matching_paragraph_holds():
     """docs/results.md, "Across architectures": each figure and comparison recomputed from metrics.json."""
     m = results.rows(json.loads((ROOT / "results" / "evaluate" / "metrics.json").read_text()), "val").set_index(
         ["protocol", "method", "image_encoder"])["r_mean"]
-    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    text = RESULTS_TEXT
     gain = {(p, k, e): m[(p, k, e)] - m[(p, "random", e)] for p in ("field", "paper") for k in ("pds", "tm", "lors")
             for e in ("convnet", "resnet", "vit")}
 
@@ -267,7 +268,7 @@ def test_the_seed_statements_hold():
     folder = ROOT / "results" / "seeds" / "toyflickr"
     c = pd.read_csv(folder / "comparisons.csv").set_index(["a", "b", "protocol", "image_encoder"]).sort_index()
     tree = json.loads((folder / "metrics.json").read_text())
-    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    text = RESULTS_TEXT
     encs = ("convnet", "resnet", "vit")
     rnd = c.loc[("pds", "random")]
     below, above = c["ci_high"] < 0, c["ci_low"] > 0
@@ -303,7 +304,7 @@ def test_the_mismatch_statements_hold():
 
     from pds import stats
 
-    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    text = RESULTS_TEXT
     comp = {}
     for rate in ("0.2", "0.4"):
         sel = results.select_epochs(pd.read_csv(ROOT / "results" / "mismatch" / f"p{rate}" / "runs.csv"))
@@ -329,7 +330,7 @@ def test_the_realistic_worlds_budget_statements_hold():
 
     t = sweep.collect(ROOT / "results" / "worlds" / "toyflickr" / "sweep").set_index(
         ["protocol", "n_pairs", "method", "image_encoder"])["r_mean"]
-    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    text = RESULTS_TEXT
     encs = ("convnet", "resnet", "vit")
     f100 = [t[("field", 100, "pds", e)] > t[("field", 100, c, e)] for e in encs for c in ("random", "herding", "kcenter")]
     assert all(f100)
