@@ -407,7 +407,8 @@ def _batches(rng: np.random.Generator, n: int, size: int, steps: int) -> list[to
 
 
 def distill(method: str, experts: Experts, image_encoder: nn.Module, num_features: int, train: PairSet,
-            n_pairs: int, settings: MatchSettings | None = None, seed: int = 0) -> Distilled:
+            n_pairs: int, settings: MatchSettings | None = None, seed: int = 0, snapshots: Sequence[int] = (),
+            on_snapshot: Callable[[Distilled], None] | None = None) -> Distilled:
     """Distil `n_pairs` synthetic pairs by trajectory matching: `tm` (MTT-VL) or `lors` (+ low-rank soft
     similarity, WBCE loss).
 
@@ -417,6 +418,9 @@ def distill(method: str, experts: Experts, image_encoder: nn.Module, num_feature
     θ*_t and minimises `matching_loss` against θ*_{t+K} w.r.t. the pixels, the text embeddings, the log
     student lrs (image, text) and, for LoRS, the similarity. Deterministic from `seed` (the global torch
     RNG is left as it was).
+
+    snapshots: iteration counts k (0 <= k <= iterations) at which `on_snapshot` receives the set as it stands
+    after k iterations -- the same set a run with iterations = k returns (one long run gives an iteration curve).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}.")
@@ -428,6 +432,9 @@ def distill(method: str, experts: Experts, image_encoder: nn.Module, num_feature
     net = build_network(image_encoder, num_features, text_dim, s.dropout).train()
     layout = param_layout(net)
     check_matching(experts, layout, len(train), n_pairs, s)
+    snaps = sorted({int(k) for k in snapshots})
+    if snaps and (snaps[0] < 0 or snaps[-1] > s.iterations or on_snapshot is None):
+        raise ValueError(f"snapshots {snaps} must lie in [0, iterations={s.iterations}] and need on_snapshot.")
     rng = np.random.default_rng(seed)
     init = np.sort(rng.choice(len(train), size=n_pairs, replace=False))
     image_rows = torch.from_numpy(np.asarray(train.image_index, dtype=np.int64)[init])
@@ -436,6 +443,15 @@ def distill(method: str, experts: Experts, image_encoder: nn.Module, num_feature
     log_lr = torch.tensor([math.log(s.init_lr_image), math.log(s.init_lr_text)]).requires_grad_(True)
     traj = torch.from_numpy(np.asarray(experts.params, dtype=np.float32))  # (E, T+1, P)
     losses = []
+
+    def current() -> Distilled:  # the set after len(losses) iterations
+        lr_image, lr_text = (float(v) for v in log_lr.detach().exp())
+        return Distilled(method, denormalise(pixels.detach(), experts.mean, experts.std).numpy(),
+                         pixels.detach().numpy().copy(), text.detach().numpy().copy(), lr_image, lr_text,
+                         None if sim is None else sim().detach().numpy().copy(), init, np.asarray(losses),
+                         {**asdict(s), "iterations": len(losses), "seed": seed, "n_pairs": n_pairs,
+                          "encoder": experts.encoder})
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # L's initialisation and the head's dropout
         sim = LowRankSimilarity(n_pairs, s.rank, s.alpha) if method == "lors" else None
@@ -445,6 +461,8 @@ def distill(method: str, experts: Experts, image_encoder: nn.Module, num_feature
             groups.append({"params": list(sim.parameters()), "lr": s.lr_sim})
         opt = torch.optim.SGD(groups, momentum=s.momentum)
         for it in range(s.iterations):
+            if it in snaps:
+                on_snapshot(current())
             e, t = int(rng.integers(experts.n_experts)), int(rng.integers(s.max_start_epoch))
             start, target = traj[e, t], traj[e, t + s.expert_epochs]
             if not bool(((start - target) ** 2)[:layout.n_image].sum() > 0) or \
@@ -461,11 +479,10 @@ def distill(method: str, experts: Experts, image_encoder: nn.Module, num_feature
             loss.backward()
             opt.step()
             losses.append(loss.item())
-    lr_image, lr_text = (float(v) for v in log_lr.detach().exp())
-    return Distilled(method, denormalise(pixels, experts.mean, experts.std).numpy(),
-                     pixels.detach().numpy().copy(), text.detach().numpy().copy(), lr_image, lr_text,
-                     None if sim is None else sim().detach().numpy().copy(), init, np.asarray(losses),
-                     {**asdict(s), "seed": seed, "n_pairs": n_pairs, "encoder": experts.encoder})
+        final = current()
+    if s.iterations in snaps:
+        on_snapshot(final)
+    return final
 
 
 def mtt_vl(experts: Experts, image_encoder: nn.Module, num_features: int, train: PairSet, n_pairs: int,

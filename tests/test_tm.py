@@ -275,6 +275,26 @@ def test_distill_is_deterministic_from_the_seed(tiny):
     assert not np.array_equal(a.init_pairs, c.init_pairs)
 
 
+@pytest.mark.parametrize("method", tm.METHODS)
+def test_snapshots_equal_shorter_runs(tiny, method):
+    """One long run's snapshot after k iterations is the set a run of k iterations returns (the iteration curve
+    needs no reruns); the last snapshot is the result."""
+    base, train, experts = tiny
+    settings = tm.MatchSettings(**{**vars(FAST), "iterations": 6, "lr_sim": 0.1})
+    got = {}
+    final = tm.distill(method, experts, copy.deepcopy(base), 16, train, 6, settings, seed=1, snapshots=[0, 2, 6],
+                       on_snapshot=lambda d: got.setdefault(len(d.loss), d))
+    assert sorted(got) == [0, 2, 6] and got[6] is final
+    for k in (0, 2):
+        short = tm.distill(method, experts, copy.deepcopy(base), 16, train, 6,
+                           tm.MatchSettings(**{**vars(settings), "iterations": k}), seed=1)
+        for field in ("pixels", "images", "text", "similarity", "loss", "init_pairs"):
+            np.testing.assert_array_equal(getattr(got[k], field), getattr(short, field))
+        assert (got[k].lr_image, got[k].lr_text, got[k].settings) == (short.lr_image, short.lr_text, short.settings)
+    with pytest.raises(ValueError, match=r"snapshots \[7\] must lie in \[0, iterations=6\]"):
+        tm.distill(method, experts, copy.deepcopy(base), 16, train, 6, settings, snapshots=[7], on_snapshot=print)
+
+
 def test_zero_iterations_return_the_real_initial_pairs(tiny):
     base, train, experts = tiny
     res = tm.mtt_vl(experts, copy.deepcopy(base), 16, train, 5, FAST, seed=0)
