@@ -20,7 +20,7 @@ endif
 # dvc runs stage commands (papermill, python) in a shell: they must resolve to the venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install repro test test-all lint lockcheck dryrun-ci format lock sweep world mismatch calibration bench lab clean-venv book dryrun-real lesson seeds
+.PHONY: help install repro test test-all lint lockcheck dryrun-ci format lock sweep world mismatch calibration bench lab clean-venv book dryrun-real lesson seeds tm-curve
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -85,6 +85,9 @@ mismatch: install  ## mismatched-pair sweep on toyflickr (~10 min per rate) -> r
 
 seeds: install  ## PDS distilled with 3 k-means / decoder seeds on toyflickr at M = 100, against its baselines -> results/seeds/
 	$(BIN)/dvc repro $(S)seeds_report
+
+tm-curve: install  ## MTT-VL / LoRS for 1,000 iterations on both worlds, chosen on val (~1 h per world) -> results/tm_curve/
+	$(BIN)/dvc repro --glob 'studies/dvc.yaml:tm_curve@*'
 
 calibration: install  ## the realistic world's calibration candidates (baselines only) -> results/calibration/
 	$(BIN)/dvc repro --glob 'studies/dvc.yaml:calibration@*'

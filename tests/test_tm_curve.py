@@ -1,0 +1,56 @@
+"""studies.tm_curve's rule and summaries on hand-made figures (the snapshots themselves: tests/test_tm.py)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from studies import tm_curve
+
+
+def test_candidates_parse_and_fail_with_one_line():
+    assert tm_curve.parse_candidates("tm:1000, lors:100") == [("tm", 1000.0), ("lors", 100.0)]
+    for bad in ("kip:10", "tm", "tm:x", "tm:0", "tm:5,tm:5", ""):
+        with pytest.raises(ValueError, match="studies/params.yaml"):
+            tm_curve.parse_candidates(bad)
+
+
+def _curve(rows):
+    return pd.DataFrame(rows, columns=["method", "set", "lr_img", "iterations", "val"])
+
+
+def test_choose_takes_the_best_val_and_breaks_ties_by_fewer_iterations_then_lower_lr():
+    curve = _curve([
+        ("tm", "tm_lr1000", 1000, 0, 5.0), ("tm", "tm_lr1000", 1000, 150, 7.04),
+        ("tm", "tm_lr1000", 1000, 500, 6.96), ("tm", "tm_lr1000", 1000, 1000, 3.0),  # 7.0 == 7.0: 150 wins
+        ("lors", "lors_lr100", 100, 0, 5.0), ("lors", "lors_lr100", 100, 500, 9.0),
+        ("lors", "lors_lr1000", 1000, 0, 5.0), ("lors", "lors_lr1000", 1000, 500, 9.02),  # tie: lr 100 wins
+        ("lors", "lors_lr1000", 1000, 1000, 8.0)])
+    got = tm_curve.choose(curve).set_index("method")
+    assert (got.loc["tm", "iterations"], got.loc["tm", "lr_img"]) == (150, 1000)
+    assert (got.loc["lors", "iterations"], got.loc["lors", "lr_img"]) == (500, 100)
+    clear = _curve([("tm", "tm_lr1000", 1000, 0, 5.0), ("tm", "tm_lr1000", 1000, 1000, 5.2)])
+    assert tm_curve.choose(clear)["iterations"].tolist() == [1000]
+
+
+def test_plateau_compares_the_last_window_with_the_one_before():
+    falling = np.linspace(2.0, 1.0, 400)
+    got = tm_curve.plateau(falling)
+    before, last = falling[200:300].mean(), falling[300:].mean()
+    assert got["change"] == pytest.approx((last - before) / before, abs=1e-4) and got["stopped_improving"] is False
+    flat = np.r_[np.linspace(2, 1, 200), np.full(200, 1.0)]
+    assert tm_curve.plateau(flat)["stopped_improving"] is True
+    assert tm_curve.plateau(falling[:150])["stopped_improving"] is None
+
+
+def test_val_figures_take_each_students_best_val_epoch_and_its_test():
+    rows = []
+    for seed, (v0, v1, t0, t1) in {0: (1.0, 3.0, 10.0, 20.0), 1: (4.0, 2.0, 30.0, 40.0)}.items():
+        for epoch, v, t in ((0, v0, t0), (1, v1, t1)):
+            for split, r in (("val", v), ("test", t)):
+                rows.append({"protocol": "field", "method": "tm", "image_encoder": "convnet", "seed": seed,
+                             "epochs": 2, "epoch": epoch, "split": split, "r_mean": r, "set": "tm_lr1000",
+                             "iterations": 150, **{k: 0.0 for k in ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5",
+                                                                   "TR@10")}})
+    got = tm_curve.val_figures(pd.DataFrame(rows)).set_index("seed")
+    assert got.loc[0, "val"] == 3.0 and got.loc[0, "test"] == 20.0
+    assert got.loc[1, "val"] == 4.0 and got.loc[1, "test"] == 30.0
