@@ -78,10 +78,25 @@ def lesson_dir() -> Path | None:
     return resolve(value) if value else None
 
 
-def classroom(notebook: str) -> dict:
+def notebook_defaults(notebook: str) -> dict:
+    """The literal defaults of notebooks/<notebook>.ipynb's parameters cell (the cell tagged `parameters`)."""
+    import ast
+
+    nb = json.loads((ROOT / "notebooks" / f"{notebook}.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    out = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
+        out[target.id] = ast.literal_eval(node.value)
+    return out
+
+
+def classroom(notebook: str, namespace: dict) -> dict:
     """With `PDS_LESSON` set, the parameters `make lesson` ran `notebook` (e.g. "02_cluster") with, read from
-    <folder>/parameters.json, for the notebook to take in place of its defaults (`globals().update(...)`);
-    {} when unset. A classroom folder that `make lesson` has not made yet is named, with the command."""
+    <folder>/parameters.json, for the notebook to take in place of its defaults (`globals().update(...)`); {}
+    when unset. Only a parameter still at its default (in `namespace`, the notebook's globals) is replaced: a
+    value the reader set in the parameters cell, or papermill injected, stays. A classroom folder that
+    `make lesson` has not made yet is named, with the command."""
     folder = lesson_dir()
     if folder is None:
         return {}
@@ -92,4 +107,5 @@ def classroom(notebook: str) -> dict:
     table = json.loads(path.read_text())
     if notebook not in table:
         raise ValueError(f"{path} has no parameters for {notebook}; rerun `make lesson`.")
-    return table[notebook]
+    defaults = notebook_defaults(notebook)
+    return {k: v for k, v in table[notebook].items() if k in defaults and namespace.get(k) == defaults[k]}
