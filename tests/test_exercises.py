@@ -39,7 +39,7 @@ EXERCISES = {
     ("03_match", 3): [("03_match", {"empty": "drop"}, {})],
     ("04_synthesize", 1): [("04_synthesize", {"noise_level": 200}, {})],
     ("04_synthesize", 2): [("04_synthesize", {"num_inference_steps": 5}, {})],
-    ("04_synthesize", 3): [("04_synthesize", {}, {"grid = [(g, e)": ("grid = ", "m = 0\ngrid = ")})],
+    ("04_synthesize", 3): [("04_synthesize", {}, {"grid = [(g, e)": ("grid_m = m ", "grid_m = 0 ")})],
     ("05_evaluate", 1): [("05_evaluate", {"methods": "pds,pds_real,random", "seeds": 1, "image_encoders": "convnet"},
                           {})],
     ("05_evaluate", 2): [("05_evaluate", {"methods": "pds,pds_real,random", "seeds": 1, "image_encoders": "convnet",
