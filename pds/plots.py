@@ -298,7 +298,7 @@ def matching_loss(ax, losses: dict[str, np.ndarray], windows: int = 15) -> None:
         ax.plot(np.arange(window - 1, len(loss)), np.convolve(loss, np.ones(window) / window, mode="valid"),
                 color=method_colour(method), linewidth=2, label=f"{method} (running mean of {window})")
     # 1: N student steps on the set bring it no closer to the expert's target than no training at all
-    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="1: no closer than not training")
+    ax.axhline(1.0, color=SERIES_COLOURS[1], linestyle="--", linewidth=1.5, label="1: no closer than not training")
     ax.set_xlabel("matching iteration")
     ax.set_ylabel("normalised matching loss")
     legend_outside(ax)

@@ -276,3 +276,25 @@ def test_executed_notebooks_hold_no_progress_bars_and_no_library_warnings(path):
             if BAR.search(text) or WARNING.search(text) or o.get("name") == "stderr" and text.strip():
                 noisy.append(f"cell {k}: {text.strip()[:100]!r}")
     assert not noisy, f"{path.name} (rerun dvc repro after fixing the source):\n" + "\n".join(noisy[:8])
+
+
+# ----------------------------------------------------------------------------------------------------
+# fresh executed copies: what readers see is what the notebooks say today
+
+
+def sources(nb):
+    return [(c.cell_type, c.source) for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+
+
+@pytest.mark.parametrize("name", LESSONS)
+def test_executed_copies_hold_the_notebooks_cells_and_no_path_of_the_machine_that_ran_them(name):
+    path = ROOT / "results" / "notebooks" / f"{name}.ipynb"
+    if not path.is_file():
+        pytest.skip(f"{path} not there (run dvc repro)")
+    executed = nbformat.read(path, as_version=4)
+    assert sources(executed) == sources(nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)), (
+        f"{path} was executed from another version of notebooks/{name}.ipynb: rerun it (dvc repro)")
+    machine = re.compile(r"(?<![\w.])/(?:work|home|tmp|root|Users|private|mnt)/")
+    texts = [o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for c in executed.cells
+             for o in c.get("outputs", [])]
+    assert not [t for t in texts if str(ROOT) in t or machine.search(t)], f"{path} prints a path of its machine"

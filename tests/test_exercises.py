@@ -1,6 +1,6 @@
 """Every exercise of the lessons runs as written, at classroom size: each is a set of parameters (or a short code
 change) given to its notebook, executed through papermill on the classroom world (`studies.lesson`, built once per
-session in a temporary folder, or the finished one `PDS_TEST_LESSON` names, read only), writing only under
+run of this file in a temporary folder, or the finished one `PDS_TEST_LESSON` names, read only), writing only under
 tmp_path: no exception, nothing written into the classroom world, data/ or results/. docs/answers.md, the answer
 key, says what each one shows; the fast tests below keep the two in step with the notebooks' exercise lists.
 
@@ -93,7 +93,7 @@ def snapshot(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def classroom(tmp_path_factory):
     """A finished classroom world (world, notebooks 01-04, caption features) and its notebooks' parameters."""
     from studies import chain, lesson
