@@ -2,7 +2,7 @@
 200 test; M = 20 pairs, k-means n_init 1; students: one seed, 20 epochs), with the HTML book of the executed
 lessons. Everything is written under --out (default build/lesson): raw/toyworld, embeddings, clusters,
 prototypes, synthetic, text_features, evaluate, notebooks/ (the executed lessons), book/ and parameters.json
-(each notebook's parameters here, which `make lab LESSON=build/lesson` hands the notebooks opened in JupyterLab);
+(each notebook's parameters here, which `make lab` then hands the notebooks opened in JupyterLab);
 data/ and results/ are never read or written (models/ is read: the committed toy models).
 
     python -m studies.lesson --out build/lesson       (dvc repro studies/dvc.yaml:lesson, or make lesson)
