@@ -71,9 +71,10 @@ LESSON_PARAMETERS = "parameters.json"  # in the classroom folder: each notebook'
 def lesson_dir() -> Path | None:
     """The classroom folder from `PDS_LESSON` (e.g. build/lesson, made by `make lesson`), or None when unset.
 
-    Set by `make lab` for the JupyterLab it starts once build/lesson exists (or `make lab LESSON=<folder>`): the notebooks then read and write the
-    classroom world's folders with its settings (M = 20, one student seed, ...), so Run All works after
-    `make lesson` alone. Not a param: the pipeline and the studies never set it (`studies.chain` clears it)."""
+    Set by `make lab` for the JupyterLab it starts once build/lesson exists (or by `make lab LESSON=<folder>`):
+    the notebooks then read and write the classroom world's folders with its settings (M = 20, one student seed,
+    ...), so Run All works after `make lesson` alone. Not a param: the pipeline and the studies never set it
+    (`studies.chain` clears it)."""
     value = os.environ.get("PDS_LESSON", "")
     return resolve(value) if value else None
 
