@@ -342,3 +342,19 @@ def test_the_studies_never_run_under_the_classroom_switch(monkeypatch):
                         subprocess.CompletedProcess(argv, 0))
     chain.run([["true"]])
     assert "PDS_LESSON" not in seen[0] and seen[0]["PDS_PROGRESS"] == "0"
+
+
+def test_a_notebook_run_under_the_classroom_switch_reads_the_classroom_world_and_names_make_lesson(tmp_path,
+                                                                                                   monkeypatch):
+    """What *Run All* in `make lab` does before `make lesson` has made the world: the defaults point into the
+    classroom folder, and the missing input names the one command that makes it."""
+    from studies import lesson
+
+    lesson.write_parameters(tmp_path / "lesson")  # the parameters, not yet the world
+    monkeypatch.setenv("PDS_LESSON", str(tmp_path / "lesson"))
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(ROOT / "notebooks" / "02_cluster.ipynb"), str(tmp_path / "02.ipynb"),
+                                   kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+    assert err.value.ename == "FileNotFoundError"
+    assert f"{tmp_path}/lesson/embeddings does not exist: make it first with `make lesson`" in err.value.evalue
+    assert not (tmp_path / "lesson" / "clusters").exists()
