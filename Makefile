@@ -95,8 +95,13 @@ calibration: install  ## the realistic world's calibration candidates (baselines
 bench: install  ## performance harness (not a test): results/benchmarks.json + results/benchmarks/summary.md
 	$(BIN)/python benchmarks/run.py
 
-lab: install  ## JupyterLab on the notebooks
-	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
+# After `make lesson`, JupyterLab opens the notebooks on the classroom world (PDS_LESSON, pds/paths.py: its folders
+# and settings in place of the defaults); `make lab LESSON=` opens them on the default run's data/ and results/.
+LESSON ?= $(if $(wildcard build/lesson/parameters.json),build/lesson)
+
+lab: install  ## JupyterLab on the notebooks (on build/lesson's classroom world once make lesson made it)
+	@echo "notebooks on $(if $(LESSON),the classroom world in $(LESSON) (make lab LESSON= for data/),the default run's data/ and results/)"
+	$(if $(LESSON),PDS_LESSON=$(LESSON) )$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 # A static HTML book of the executed notebooks, built offline (studies/book.py). BOOK_SRC / BOOK_OUT choose other
 # folders (the test builds into a temp one).

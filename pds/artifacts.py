@@ -37,6 +37,33 @@ def rerun_hint(stage: str) -> str:
     return RERUN.get(stage, f"the {stage} stage")
 
 
+PIPELINE_FOLDER = {"embed": "data/embeddings", "cluster": "data/clusters", "match": "data/prototypes",
+                   "synthesize": "data/synthetic", "text_features": "data/text_features"}  # dvc.yaml's outs
+
+
+def make_command(stage: str, folder) -> str:
+    """The one command that makes `folder` as the output of `stage` (or, for stage `toyworld`, a toy world):
+    `make lesson` for a folder of the classroom world (PDS_LESSON, or build/lesson), `dvc repro <stage>` for
+    the pipeline's own folder, else the notebook (or module) run with that folder as its output."""
+    from pds import paths
+
+    folder = Path(folder).resolve()
+    lessons = [d.resolve() for d in (paths.lesson_dir(), paths.resolve("build/lesson")) if d is not None]
+    if any(folder.is_relative_to(d) for d in lessons):
+        return "`make lesson` (the classroom world)"
+    if stage == "toyworld":
+        if folder.parent == paths.RAW.resolve():
+            return f"`dvc repro toyworld@{folder.name}`"
+        return f"`python -m pds.toy.world --out {show(folder)}`"
+    if stage in PIPELINE_FOLDER and folder == paths.resolve(PIPELINE_FOLDER[stage]).resolve():
+        return f"`dvc repro {stage}`"
+    if stage in NOTEBOOK:
+        return f"notebook {NOTEBOOK[stage]} run with out_dir = \"{show(folder)}\""
+    if stage == "text_features":
+        return f"`python -m pds.text_features --embeddings-dir <its embeddings_dir> --out {show(folder)}`"
+    return rerun_hint(stage)
+
+
 def hint_for_path(path) -> str:
     """What to rerun to remake `path`, guessed from its folder's manifest or name."""
     folder = Path(path).parent
@@ -144,9 +171,7 @@ def open_artifact(folder, stage: str, made_from=(), names=None) -> Artifact:
     folder = Path(folder)
     hint = rerun_hint(stage)
     if not folder.is_dir():
-        first = (f"notebook {NOTEBOOK[stage]} first (`dvc repro {stage}`, or `make lesson`)" if stage in NOTEBOOK
-                 else f"{hint} first")
-        raise FileNotFoundError(f"{show(folder)} does not exist: run {first}.")
+        raise FileNotFoundError(f"{show(folder)} does not exist: make it first with {make_command(stage, folder)}.")
     manifest = read_manifest(folder)
     if manifest is None:
         raise FileNotFoundError(f"{show(folder)} has no {MANIFEST}: its run did not finish (or the folder was not "

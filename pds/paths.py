@@ -1,6 +1,7 @@
 """Paths anchored at the repository root, so notebooks run the same from Jupyter (cwd notebooks/)
 and from papermill / DVC (cwd repo root)."""
 
+import json
 import os
 from pathlib import Path
 
@@ -59,3 +60,53 @@ def progress() -> bool:
     if value not in ("0", "1"):
         raise ValueError(f"PDS_PROGRESS={value!r}: use 1 (progress bars, the default) or 0 (none).")
     return value == "1"
+
+
+# ----------------------------------------------------------------------------------------------------
+# the classroom switch: PDS_LESSON=<folder> points every lesson's defaults at the classroom world there
+
+LESSON_PARAMETERS = "parameters.json"  # in the classroom folder: each notebook's parameters as `make lesson` ran it
+
+
+def lesson_dir() -> Path | None:
+    """The classroom folder from `PDS_LESSON` (e.g. build/lesson, made by `make lesson`), or None when unset.
+
+    Set by `make lab` for the JupyterLab it starts once build/lesson exists (or by `make lab LESSON=<folder>`):
+    the notebooks then read and write the classroom world's folders with its settings (M = 20, one student seed,
+    ...), so Run All works after `make lesson` alone. Not a param: the pipeline and the studies never set it
+    (`studies.chain` clears it)."""
+    value = os.environ.get("PDS_LESSON", "")
+    return resolve(value) if value else None
+
+
+def notebook_defaults(notebook: str) -> dict:
+    """The literal defaults of notebooks/<notebook>.ipynb's parameters cell (the cell tagged `parameters`)."""
+    import ast
+
+    nb = json.loads((ROOT / "notebooks" / f"{notebook}.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    out = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
+        out[target.id] = ast.literal_eval(node.value)
+    return out
+
+
+def classroom(notebook: str, namespace: dict) -> dict:
+    """With `PDS_LESSON` set, the parameters `make lesson` ran `notebook` (e.g. "02_cluster") with, read from
+    <folder>/parameters.json, for the notebook to take in place of its defaults (`globals().update(...)`); {}
+    when unset. Only a parameter still at its default (in `namespace`, the notebook's globals) is replaced: a
+    value the reader set in the parameters cell, or papermill injected, stays. A classroom folder that
+    `make lesson` has not made yet is named, with the command."""
+    folder = lesson_dir()
+    if folder is None:
+        return {}
+    path = folder / LESSON_PARAMETERS
+    if not path.is_file():
+        raise FileNotFoundError(f"PDS_LESSON={os.environ['PDS_LESSON']}: {path} not found; make the classroom world "
+                                "with `make lesson` first (or unset PDS_LESSON for the default run's folders).")
+    table = json.loads(path.read_text())
+    if notebook not in table:
+        raise ValueError(f"{path} has no parameters for {notebook}; rerun `make lesson`.")
+    defaults = notebook_defaults(notebook)
+    return {k: v for k, v in table[notebook].items() if k in defaults and namespace.get(k) == defaults[k]}

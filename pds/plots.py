@@ -289,13 +289,16 @@ def method_curves(ax, curves, marker: str = "o") -> None:
 
 def matching_loss(ax, losses: dict[str, np.ndarray], windows: int = 15) -> None:
     """Trajectory-matching loss per iteration, one method per colour: faint, and as a running mean over
-    len / `windows` iterations (each iteration draws another expert and start epoch, so single values jump)."""
+    len / `windows` iterations (each iteration draws another expert and start epoch, so single values jump); a
+    dashed line at 1, the line to beat."""
     for method in method_order(losses):
         loss = np.asarray(losses[method], dtype=float)
         window = max(1, len(loss) // windows)
         ax.plot(np.arange(len(loss)), loss, color=method_colour(method), alpha=0.3, linewidth=1)
         ax.plot(np.arange(window - 1, len(loss)), np.convolve(loss, np.ones(window) / window, mode="valid"),
                 color=method_colour(method), linewidth=2, label=f"{method} (running mean of {window})")
+    # 1: N student steps on the set bring it no closer to the expert's target than no training at all
+    ax.axhline(1.0, color=SERIES_COLOURS[1], linestyle="--", linewidth=1.5, label="1: no closer than not training")
     ax.set_xlabel("matching iteration")
     ax.set_ylabel("normalised matching loss")
     legend_outside(ax)
@@ -370,8 +373,12 @@ def scatter_2d(ax, points: dict[str, np.ndarray], title: str = "", size: float =
     """2-D points (n, 2) per named series (e.g. {"image": ..., "text": ...}), modalities in their colours
     (`MODALITY_COLOURS`), other series in `SERIES_COLOURS`; legend outside the axes."""
     for k, (name, xy) in enumerate(points.items()):
+        xy = np.asarray(xy)
+        if xy.ndim != 2 or xy.shape[1] != 2:
+            raise ValueError(f"scatter_2d: {name!r} has shape {xy.shape}; give (n, 2) points, e.g. the first two "
+                             "columns of a projection on more axes (xy[:, :2]).")
         colour = MODALITY_COLOURS.get(name, SERIES_COLOURS[k % len(SERIES_COLOURS)])
-        ax.scatter(*np.asarray(xy).T, s=size, alpha=0.5, color=colour, linewidths=0, label=name)
+        ax.scatter(*xy.T, s=size, alpha=0.5, color=colour, linewidths=0, label=name)
     ax.set_title(title)
     legend_outside(ax, markerscale=3)
 

@@ -3,8 +3,10 @@
     python -m studies.book results/notebooks results/book
 
 One self-contained page per lesson (figures embedded as base64; no require.js or mermaid, MathJax only on a page
-whose markdown has TeX math) with links to the previous and next lesson, and an index listing the lessons in
-order with their titles and one-line summaries (each notebook's first markdown cell).
+whose markdown has TeX math; papermill's injected-parameters cell left out: the parameters cell above it says the
+same) with links to the previous and next lesson, an index listing the lessons in order with their titles and
+one-line summaries (each notebook's first markdown cell), and, as the last page, the answer key for instructors
+(docs/answers.md).
 """
 
 import html
@@ -18,6 +20,8 @@ import nbformat
 from nbconvert import HTMLExporter
 from traitlets.config import Config
 
+ANSWERS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "answers.md"
+
 TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
@@ -25,12 +29,14 @@ TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block body_header -%}{{ super() }}{{ resources.book.nav }}{%- endblock body_header -%}
 {%- block body_footer -%}{{ resources.book.nav }}{{ super() }}{%- endblock body_footer -%}
 """
+ANSWERS_TITLE = "Answers to the exercises"
 NAV_CSS = ("nav.book{font:14px/1.6 sans-serif;margin:8px 0;padding:6px 12px;background:#f4f4f4;border-radius:4px}"
            "nav.book a{color:#0072B2}")
 
 
-def build(src: pathlib.Path, out: pathlib.Path) -> int:
-    """Write out/index.html and one page per src/0*.ipynb; returns the number of lessons."""
+def build(src: pathlib.Path, out: pathlib.Path, answers: pathlib.Path | None = ANSWERS) -> int:
+    """Write out/index.html, one page per src/0*.ipynb and, when `answers` exists, out/answers.html (the answer key,
+    the last page); returns the number of lessons."""
     files = sorted(src.glob("0*.ipynb"))
     if not files:
         raise SystemExit(f"make book: no executed notebooks {src}/0*.ipynb; run dvc repro (or make repro) first.")
@@ -41,6 +47,7 @@ def build(src: pathlib.Path, out: pathlib.Path) -> int:
     lessons = []
     for f in files:
         nb = nbformat.read(f, as_version=4)
+        nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
         first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
         title = next((line[2:].strip() for line in first.splitlines() if line.startswith("# ")), f.stem)
         summary = " ".join(line.lstrip("> ").strip() for line in first.splitlines() if line.startswith(">"))
@@ -49,21 +56,34 @@ def build(src: pathlib.Path, out: pathlib.Path) -> int:
                    for c in nb.cells if c.cell_type == "markdown")
         lessons.append((f, nb, title, summary, math))
     out.mkdir(parents=True, exist_ok=True)
-    for stale in [*out.glob("0*.html"), out / "index.html"]:
+    for stale in [*out.glob("0*.html"), out / "index.html", out / "answers.html"]:
         stale.unlink(missing_ok=True)
 
     def link(k):
         return f'<a href="{lessons[k][0].stem}.html">{html.escape(lessons[k][2])}</a>'
 
+    key = answers if answers is not None and answers.is_file() else None
+    key_link = f'<a href="answers.html">{ANSWERS_TITLE}</a>'
+
+    def nav(parts):
+        return f"<style>{NAV_CSS}</style><nav class=\"book\">{' &middot; '.join(parts)}</nav>"
+
     for k, (f, nb, title, _, math) in enumerate(lessons):
         nb.metadata["title"] = title
         parts = ['<a href="index.html">Contents</a>']
         parts += [f"previous: {link(k - 1)}"] if k > 0 else []
-        parts += [f"next: {link(k + 1)}"] if k + 1 < len(lessons) else []
-        nav = f"<style>{NAV_CSS}</style><nav class=\"book\">{' &middot; '.join(parts)}</nav>"
-        body, _ = exporter.from_notebook_node(nb, resources={"book": {"nav": nav, "math": math}})
+        parts += [f"next: {link(k + 1)}"] if k + 1 < len(lessons) else [f"next: {key_link}"] if key else []
+        body, _ = exporter.from_notebook_node(nb, resources={"book": {"nav": nav(parts), "math": math}})
         (out / f"{f.stem}.html").write_text(body, encoding="utf-8")
+    if key:
+        bar = nav(['<a href="index.html">Contents</a>', f"previous: {link(len(lessons) - 1)}"])
+        (out / "answers.html").write_text(f"""<!DOCTYPE html>
+    <html lang="en"><head><meta charset="utf-8"><title>{ANSWERS_TITLE}</title>
+    <style>body{{font:16px/1.5 sans-serif;max-width:46em;margin:2em auto;padding:0 1em}}</style></head>
+    <body>{bar}{mistune.html(key.read_text(encoding="utf-8"))}{bar}</body></html>
+    """, encoding="utf-8")
     items = "\n".join(f"<li>{link(k)}{mistune.html(s)}</li>" for k, (_, _, _, s, _) in enumerate(lessons))
+    items_key = f"<p>For instructors: {key_link}, the expected outcome of every exercise.</p>" if key else ""
     (out / "index.html").write_text(f"""<!DOCTYPE html>
     <html lang="en"><head><meta charset="utf-8"><title>PDS: the lessons</title>
     <style>body{{font:16px/1.5 sans-serif;max-width:46em;margin:2em auto;padding:0 1em}} li{{margin:0 0 1em}}
@@ -73,7 +93,7 @@ def build(src: pathlib.Path, out: pathlib.Path) -> int:
     lesson per step of the method, to be read in order.</p>
     <ol>
     {items}
-    </ol></body></html>
+    </ol>{items_key}</body></html>
     """, encoding="utf-8")
     return len(lessons)
 

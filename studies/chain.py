@@ -24,35 +24,47 @@ def notebook_params(values: dict) -> list[str]:
     return out
 
 
+def parameters(work, world: str, n_pairs: int, dataset: str | None = None, cluster: dict | None = None,
+               evaluate: dict | None = None, raw=None) -> dict[str, dict]:
+    """Each notebook's parameters in the chain, {"01_embed": {name: value}, ...} (values str, int or float):
+    `world` names the toy models used (models/<world>/), `dataset` the name written into metrics.json (default
+    `world`); `cluster` / `evaluate` are more parameters of notebooks 02 / 05; `raw` the world's images and
+    captions when not work/raw/<world> (e.g. data/raw/<world>, read only)."""
+    w = Path(work)
+    raw = str(Path(raw) if raw else w / "raw" / world)
+    return {
+        "01_embed": {"dataset_root": raw, "dataset": world, "out_dir": str(w / "embeddings")},
+        "02_cluster": {"embeddings_dir": str(w / "embeddings"), "dataset_root": raw, "out_dir": str(w / "clusters"),
+                       "n_clusters": n_pairs, **(cluster or {})},
+        "03_match": {"embeddings_dir": str(w / "embeddings"), "clusters_dir": str(w / "clusters"),
+                     "dataset_root": raw, "out_dir": str(w / "prototypes")},
+        "04_synthesize": {"prototypes_dir": str(w / "prototypes"), "embeddings_dir": str(w / "embeddings"),
+                          "dataset_root": raw, "dataset": world, "out_dir": str(w / "synthetic")},
+        "05_evaluate": {"embeddings_dir": str(w / "embeddings"), "text_features_dir": str(w / "text_features"),
+                        "clusters_dir": str(w / "clusters"), "prototypes_dir": str(w / "prototypes"),
+                        "synthetic_dir": str(w / "synthetic"), "dataset_root": raw,
+                        "encoders_dir": f"models/{world}/toy-encoders", "out_dir": str(w / "evaluate"),
+                        "dataset": dataset or world, "n_pairs": n_pairs, "tm_runs": "", "tm_dir": "",
+                        **(evaluate or {})},
+    }
+
+
 def commands(work, world: str, n_pairs: int, dataset: str | None = None, cluster: dict | None = None,
              evaluate: dict | None = None, raw=None) -> list[list[str]]:
-    """The command lines of the chain, in order: `world` names the toy models used (models/<world>/), `dataset`
-    the name written into metrics.json (default `world`); `cluster` / `evaluate` are more parameters of
-    notebooks 02 / 05; `raw` the world's images and captions when not work/raw/<world> (e.g. data/raw/<world>,
-    read only)."""
+    """The command lines of the chain, in order (the arguments as for `parameters`): notebooks 01-04, the
+    caption features, notebook 05."""
     w = Path(work)
-    raw = Path(raw) if raw else w / "raw" / world
-    nb = [*PAPERMILL, "notebooks/{0}.ipynb", str(w / "notebooks" / "{0}.ipynb")]
+    params = parameters(work, world, n_pairs, dataset, cluster, evaluate, raw)
 
-    def notebook(name, params):
-        return [a.format(name) for a in nb] + notebook_params(params)
+    def notebook(name):
+        return [*PAPERMILL, f"notebooks/{name}.ipynb", str(w / "notebooks" / f"{name}.ipynb"),
+                *notebook_params(params[name])]
 
     return [
-        notebook("01_embed", {"dataset_root": raw, "dataset": world, "out_dir": w / "embeddings"}),
-        notebook("02_cluster", {"embeddings_dir": w / "embeddings", "dataset_root": raw, "out_dir": w / "clusters",
-                                "n_clusters": n_pairs, **(cluster or {})}),
-        notebook("03_match", {"embeddings_dir": w / "embeddings", "clusters_dir": w / "clusters", "dataset_root": raw,
-                              "out_dir": w / "prototypes"}),
-        notebook("04_synthesize", {"prototypes_dir": w / "prototypes", "embeddings_dir": w / "embeddings",
-                                   "dataset_root": raw, "dataset": world, "out_dir": w / "synthetic"}),
-        [sys.executable, "-m", "pds.text_features", "--embeddings-dir", str(w / "embeddings"),
-         "--out", str(w / "text_features")],
-        notebook("05_evaluate", {"embeddings_dir": w / "embeddings", "text_features_dir": w / "text_features",
-                                 "clusters_dir": w / "clusters",
-                                 "prototypes_dir": w / "prototypes", "synthetic_dir": w / "synthetic",
-                                 "dataset_root": raw, "encoders_dir": f"models/{world}/toy-encoders",
-                                 "out_dir": w / "evaluate", "dataset": dataset or world, "n_pairs": n_pairs,
-                                 "tm_runs": "", "tm_dir": "", **(evaluate or {})}),
+        *(notebook(name) for name in ("01_embed", "02_cluster", "03_match", "04_synthesize")),
+        [sys.executable, "-m", "pds.text_features", "--embeddings-dir", params["05_evaluate"]["embeddings_dir"],
+         "--out", params["05_evaluate"]["text_features_dir"]],
+        notebook("05_evaluate"),
     ]
 
 
@@ -60,7 +72,8 @@ def run(cmds: list[list[str]], env: dict | None = None, cwd=None) -> None:
     """Run the command lines in order from the repository root; stop at the first that fails, naming it."""
     from pds import paths
 
-    env = os.environ | {"PDS_PROGRESS": "0"} | (env or {})
+    inherited = {k: v for k, v in os.environ.items() if k != "PDS_LESSON"}  # the classroom switch is Jupyter's
+    env = inherited | {"PDS_PROGRESS": "0"} | (env or {})
     for argv in cmds:
         for a in argv:  # papermill writes into an existing folder only
             if a.endswith(".ipynb") and not a.startswith("notebooks/"):

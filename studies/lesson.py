@@ -1,8 +1,9 @@
 """The classroom preset: the five lessons on a small toy world of their own (1,000 training images, 200 val,
 200 test; M = 20 pairs, k-means n_init 1; students: one seed, 20 epochs), with the HTML book of the executed
 lessons. Everything is written under --out (default build/lesson): raw/toyworld, embeddings, clusters,
-prototypes, synthetic, text_features, evaluate, notebooks/ (the executed lessons) and book/; data/ and results/
-are never read or written (models/ is read: the committed toy models).
+prototypes, synthetic, text_features, evaluate, notebooks/ (the executed lessons), book/ and parameters.json
+(each notebook's parameters here, which `make lab` then hands the notebooks opened in JupyterLab);
+data/ and results/ are never read or written (models/ is read: the committed toy models).
 
     python -m studies.lesson --out build/lesson       (dvc repro studies/dvc.yaml:lesson, or make lesson)
 
@@ -11,8 +12,11 @@ decoder above all).
 """
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
+from pds import paths
 from studies import chain
 
 N_TRAIN, N_VAL, N_TEST = 1000, 200, 200
@@ -30,12 +34,30 @@ def commands(out) -> list[list[str]]:
     return [world, *chain.commands(out, "toyworld", N_PAIRS, cluster=CLUSTER, evaluate=EVALUATE), book]
 
 
+def parameters(out) -> dict[str, dict]:
+    """Each notebook's parameters in the preset: what the classroom switch (PDS_LESSON, `pds.paths.classroom`)
+    gives a notebook opened in JupyterLab, so that Run All reads and writes the classroom world."""
+    return chain.parameters(out, "toyworld", N_PAIRS, cluster=CLUSTER, evaluate=EVALUATE)
+
+
+def write_parameters(out) -> Path:
+    """out/parameters.json (written first, atomically: a half-written file is never read)."""
+    path = Path(paths.resolve(out)) / paths.LESSON_PARAMETERS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(parameters(out), indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="build/lesson")
     args = p.parse_args(argv)
+    write_parameters(args.out)
     chain.run(commands(args.out), ENV)
-    print(f"lessons: {args.out}/notebooks/ (Jupyter) and {args.out}/book/index.html (the same as web pages)")
+    print(f"lessons: {args.out}/notebooks/ (Jupyter) and {args.out}/book/index.html (the same as web pages); "
+          f"to step through them yourself: make lab LESSON={args.out}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from pds import artifacts, cluster, data
+from pds.paths import ROOT
 
 
 def _folder(tmp_path, name="clusters", value=1):
@@ -36,8 +37,30 @@ def test_a_folder_without_its_manifest_is_never_complete(tmp_path):
     data.save_npy(out / "a.npy", np.zeros(3))
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         artifacts.open_artifact(out, "cluster")
-    with pytest.raises(FileNotFoundError, match=r"nowhere does not exist: run notebook 03 first \(`dvc repro match`"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere does not exist: make it first with notebook 03 run with "
+                       r"out_dir = \".*nowhere\""):
         artifacts.open_artifact(tmp_path / "nowhere", "match")
+
+
+@pytest.mark.parametrize("stage, folder, command", [
+    ("embed", "data/embeddings", "`dvc repro embed`"),
+    ("text_features", "data/text_features", "`dvc repro text_features`"),
+    ("text_features", "build/try/features", "`python -m pds.text_features --embeddings-dir <its embeddings_dir> "
+                                            "--out build/try/features`"),
+    ("cluster", "build/try/clusters", 'notebook 02 run with out_dir = "build/try/clusters"'),
+    ("match", "build/lesson/prototypes", "`make lesson` (the classroom world)"),
+    ("toyworld", "data/raw/toyworld", "`dvc repro toyworld@toyworld`"),
+    ("toyworld", "build/try/world", "`python -m pds.toy.world --out build/try/world`"),
+])
+def test_a_missing_folder_names_the_one_command_that_makes_it(stage, folder, command, monkeypatch):
+    monkeypatch.delenv("PDS_LESSON", raising=False)
+    assert artifacts.make_command(stage, ROOT / folder) == command
+
+
+def test_a_folder_of_the_classroom_switch_is_made_by_make_lesson(tmp_path, monkeypatch):
+    monkeypatch.setenv("PDS_LESSON", str(tmp_path / "lesson"))
+    with pytest.raises(FileNotFoundError, match=r"embeddings does not exist: make it first with `make lesson`"):
+        artifacts.open_artifact(tmp_path / "lesson" / "embeddings", "embed")
 
 
 def test_a_file_of_another_run_is_named(tmp_path):

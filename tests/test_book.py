@@ -106,7 +106,7 @@ def book(tmp_path_factory):
 def test_index_lists_the_five_lessons_in_order_with_their_titles_and_summaries(book):
     src, out = book
     index = (out / "index.html").read_text()
-    assert parse(index).links == [f"{name}.html" for name in LESSONS]
+    assert parse(index).links == [f"{name}.html" for name in LESSONS] + ["answers.html"]
     text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", index)).split())  # what a reader sees
     positions = []
     for name in LESSONS:
@@ -176,14 +176,16 @@ def test_tiny_book_links_lessons_embeds_figures_and_loads_mathjax_only_for_math(
     (out / "09_stale.html").write_text("old")  # a lesson removed since the last build disappears
     run = make_book(src, out)
     assert run.returncode == 0, run.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["01_first.html", "02_second.html", "index.html"]
+    assert sorted(p.name for p in out.iterdir()) == ["01_first.html", "02_second.html", "answers.html", "index.html"]
     index = (out / "index.html").read_text()
-    assert parse(index).links == ["01_first.html", "02_second.html"]
+    assert parse(index).links == ["01_first.html", "02_second.html", "answers.html"]
     assert "01 · First" in index and "The first <code>lesson</code>." in index
     first, second = (out / "01_first.html").read_text(), (out / "02_second.html").read_text()
     assert "<title>01 · First</title>" in first
     assert {"index.html", "02_second.html"} <= set(parse(first).links)
-    assert {"index.html", "01_first.html"} <= set(parse(second).links)
+    assert {"index.html", "01_first.html", "answers.html"} <= set(parse(second).links)  # the answer key comes last
+    key = (out / "answers.html").read_text()
+    assert {"index.html", "02_second.html"} <= set(parse(key).links) and "<h1>" in key
     for page in (first, second):
         assert f"data:image/png;base64,{png}" in page
     # a redrawn bar shows as Jupyter shows it: its last state, once
@@ -192,6 +194,25 @@ def test_tiny_book_links_lessons_embeds_figures_and_loads_mathjax_only_for_math(
     assert not [u for u in parse(first).fetched if not u.startswith("data:")]
     fetched = [u for u in parse(second).fetched if not u.startswith("data:")]
     assert fetched and all("mathjax" in u.lower() for u in fetched)
+
+
+def test_the_book_leaves_out_papermills_injected_parameters_and_ends_with_the_answer_key(tmp_path):
+    from studies import book
+
+    nb = tiny_notebook("01 · First", "The first lesson.", "Text.", tiny_png())
+    nb.cells.insert(1, new_code_cell("# Parameters\nseed = 7", metadata={"tags": ["injected-parameters"]}))
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nb, tmp_path / "nb" / "01_first.ipynb")
+    key = tmp_path / "answers.md"
+    key.write_text("# Answers\n\n### 01_first · exercise 1\nIt shows **this**.\n")
+    assert book.build(tmp_path / "nb", tmp_path / "book", key) == 1
+    page = (tmp_path / "book" / "01_first.html").read_text()
+    assert "seed = 7" not in html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert "answers.html" in parse(page).links
+    assert "<strong>this</strong>" in (tmp_path / "book" / "answers.html").read_text()
+    book.build(tmp_path / "nb", tmp_path / "book", tmp_path / "none.md")  # no key: no page, no link
+    assert not (tmp_path / "book" / "answers.html").exists()
+    assert "answers.html" not in parse((tmp_path / "book" / "01_first.html").read_text()).links
 
 
 @needs_make
@@ -255,3 +276,25 @@ def test_executed_notebooks_hold_no_progress_bars_and_no_library_warnings(path):
             if BAR.search(text) or WARNING.search(text) or o.get("name") == "stderr" and text.strip():
                 noisy.append(f"cell {k}: {text.strip()[:100]!r}")
     assert not noisy, f"{path.name} (rerun dvc repro after fixing the source):\n" + "\n".join(noisy[:8])
+
+
+# ----------------------------------------------------------------------------------------------------
+# fresh executed copies: what readers see is what the notebooks say today
+
+
+def sources(nb):
+    return [(c.cell_type, c.source) for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+
+
+@pytest.mark.parametrize("name", LESSONS)
+def test_executed_copies_hold_the_notebooks_cells_and_no_path_of_the_machine_that_ran_them(name):
+    path = ROOT / "results" / "notebooks" / f"{name}.ipynb"
+    if not path.is_file():
+        pytest.skip(f"{path} not there (run dvc repro)")
+    executed = nbformat.read(path, as_version=4)
+    assert sources(executed) == sources(nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)), (
+        f"{path} was executed from another version of notebooks/{name}.ipynb: rerun it (dvc repro)")
+    machine = re.compile(r"(?<![\w.])/(?:work|home|tmp|root|Users|private|mnt)/")
+    texts = [o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for c in executed.cells
+             for o in c.get("outputs", [])]
+    assert not [t for t in texts if str(ROOT) in t or machine.search(t)], f"{path} prints a path of its machine"

@@ -119,14 +119,16 @@ def test_the_lessons_follow_one_matched_pair_from_03_to_04():
 
 
 # ----------------------------------------------------------------------------------------------------
-# a missing input names the notebook (or command) that makes it
+# a missing input names the one command that makes it (tests/test_artifacts.py: the pipeline's and the
+# classroom world's folders)
 
 PREREQUISITES = {
-    "01_embed": ({"dataset_root": "{tmp}/no-world"}, "dvc repro toyworld"),
-    "02_cluster": ({"embeddings_dir": "{tmp}/no-embeddings"}, "run notebook 01 first"),
+    "01_embed": ({"dataset_root": "{tmp}/no-world"}, "`python -m pds.toy.world --out {tmp}/no-world`"),
+    "02_cluster": ({"embeddings_dir": "{tmp}/no-embeddings"}, 'notebook 01 run with out_dir = "{tmp}/no-embeddings"'),
     # 03 reads the embeddings before the clusters: fabricated ones, so a fresh clone (no data/) tests the same
-    "03_match": ({"clusters_dir": "{tmp}/no-clusters", "embeddings_dir": "{tmp}/embeddings"}, "run notebook 02 first"),
-    "04_synthesize": ({"prototypes_dir": "{tmp}/no-prototypes"}, "run notebook 03 first"),
+    "03_match": ({"clusters_dir": "{tmp}/no-clusters", "embeddings_dir": "{tmp}/embeddings"},
+                 'notebook 02 run with out_dir = "{tmp}/no-clusters"'),
+    "04_synthesize": ({"prototypes_dir": "{tmp}/no-prototypes"}, 'notebook 03 run with out_dir = "{tmp}/no-prototypes"'),
 }
 
 
@@ -140,7 +142,7 @@ def test_a_missing_input_names_its_prerequisite_in_one_line(name, tmp_path):
         papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
                                    kernel_name="python3", cwd=str(ROOT), progress_bar=False, parameters=params)
     assert err.value.ename == "FileNotFoundError"
-    assert message in err.value.evalue and "make lesson" in err.value.evalue and "\n" not in err.value.evalue
+    assert message.format(tmp=tmp_path) in err.value.evalue and "\n" not in err.value.evalue
     assert not (tmp_path / "out").exists()
 
 
@@ -294,3 +296,65 @@ def test_the_lesson_preset_runs_end_to_end_and_its_book_builds(tmp_path):
                           text=True, timeout=300)
     assert book.returncode == 0, book.stderr
     assert sorted(p.name for p in (tmp_path / "book").glob("0*.html")) == [f"{n}.html" for n in LESSONS]
+
+
+# ----------------------------------------------------------------------------------------------------
+# the classroom switch: make lesson, then make lab (PDS_LESSON), then Run All
+
+
+def test_the_classroom_switch_replaces_only_the_parameters_still_at_their_default(tmp_path, monkeypatch):
+    from pds import paths
+    from studies import lesson
+
+    defaults = paths.notebook_defaults("02_cluster")
+    assert defaults == parameters_cell(ROOT / "notebooks" / "02_cluster.ipynb")
+    monkeypatch.delenv("PDS_LESSON", raising=False)
+    assert paths.classroom("02_cluster", dict(defaults)) == {}
+    monkeypatch.setenv("PDS_LESSON", str(tmp_path / "lesson"))
+    with pytest.raises(FileNotFoundError, match="make lesson"):
+        paths.classroom("02_cluster", dict(defaults))
+    lesson.write_parameters(tmp_path / "lesson")
+    mine = dict(defaults, rm_ratio=0.5)  # the reader's own change (an exercise) stays
+    got = paths.classroom("02_cluster", mine)
+    assert got["n_clusters"] == lesson.N_PAIRS and got["out_dir"] == str(tmp_path / "lesson" / "clusters")
+    assert "rm_ratio" not in got
+    assert paths.classroom("05_evaluate", paths.notebook_defaults("05_evaluate"))["tm_runs"] == ""
+
+
+@pytest.mark.parametrize("name", LESSONS)
+def test_every_lesson_takes_the_classroom_switch_before_it_uses_a_parameter(name):
+    nb = notebook(name)
+    params = next(k for k, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    imports = nb.cells[params + 1].source
+    call = f'globals().update(paths.classroom("{name}", globals()))'
+    assert call in imports, f"{name}: the cell after the parameters takes the classroom switch"
+    before = imports[:imports.index(call)]
+    assert all(line.startswith(("import ", "from ", "pd.set_option", "torch.set_num_threads")) or not line.strip()
+               for line in before.splitlines()), f"{name}: a parameter is used before the switch"
+
+
+def test_the_studies_never_run_under_the_classroom_switch(monkeypatch):
+    from studies import chain
+
+    seen = []
+    monkeypatch.setenv("PDS_LESSON", "build/lesson")
+    monkeypatch.setattr(chain.subprocess, "run", lambda argv, cwd, env: seen.append(env) or
+                        subprocess.CompletedProcess(argv, 0))
+    chain.run([["true"]])
+    assert "PDS_LESSON" not in seen[0] and seen[0]["PDS_PROGRESS"] == "0"
+
+
+def test_a_notebook_run_under_the_classroom_switch_reads_the_classroom_world_and_names_make_lesson(tmp_path,
+                                                                                                   monkeypatch):
+    """What *Run All* in `make lab` does before `make lesson` has made the world: the defaults point into the
+    classroom folder, and the missing input names the one command that makes it."""
+    from studies import lesson
+
+    lesson.write_parameters(tmp_path / "lesson")  # the parameters, not yet the world
+    monkeypatch.setenv("PDS_LESSON", str(tmp_path / "lesson"))
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(ROOT / "notebooks" / "02_cluster.ipynb"), str(tmp_path / "02.ipynb"),
+                                   kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+    assert err.value.ename == "FileNotFoundError"
+    assert f"{tmp_path}/lesson/embeddings does not exist: make it first with `make lesson`" in err.value.evalue
+    assert not (tmp_path / "lesson" / "clusters").exists()

@@ -232,10 +232,13 @@ def test_method_curves_use_the_palette():
 def test_matching_loss_draws_each_method_and_its_running_mean_in_its_colour():
     fig, ax = plt.subplots()
     plots.matching_loss(ax, {"lors": np.linspace(2, 1, 30), "tm": np.linspace(2, 1.2, 30)})
-    lines = ax.get_lines()
+    *lines, reference = ax.get_lines()
     assert [to_hex(line.get_color()) for line in lines] == [to_hex(plots.method_colour(m)) for m in
                                                             ("tm", "tm", "lors", "lors")]
     assert len(lines[1].get_xdata()) == 30 - 2 + 1  # a running mean over 30 // 15 = 2 iterations
+    # the line to beat: 1, the student no closer to the expert than without training
+    assert set(reference.get_ydata()) == {1.0} and reference.get_linestyle() == "--"
+    assert to_hex(reference.get_color()) == to_hex(plots.SERIES_COLOURS[1])
 
 # ----------------------------------------------------------------------------------------------------
 # legibility
