@@ -116,10 +116,10 @@ def set_means(sel: pd.DataFrame) -> pd.DataFrame:
             .rename(columns={"mean": "r_mean", "std": "sd_students", "count": "students"}))
 
 
-def compare(sel: pd.DataFrame, baselines: list[str], first_set: int) -> pd.DataFrame:
-    """Each of METHODS (one value per set) minus each baseline (one value per student), Welch's test, and the
-    same difference with the students of set `first_set` alone (what a one-set comparison says)."""
-    means = set_means(sel)
+def compare(sel: pd.DataFrame, means: pd.DataFrame, baselines: list[str], first_set: int) -> pd.DataFrame:
+    """Each of METHODS (one value per set: `means`, `set_means(sel)`) minus each baseline (one value per student),
+    Welch's test, and the same difference with the students of set `first_set` alone (what a one-set comparison
+    says)."""
     rows = []
     for (protocol, method, enc), g in means.groupby(["protocol", "method", "image_encoder"], sort=False):
         if len(g) < 2:  # one set: no spread across sets to test with
@@ -141,9 +141,9 @@ def compare(sel: pd.DataFrame, baselines: list[str], first_set: int) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def metrics_tree(sel: pd.DataFrame, dataset: str, n_pairs: int) -> dict:
-    """{dataset, n_pairs, sets, protocol: {method: {encoder: {r_mean, sd (between sets), sd_students, n}}}}."""
-    means = set_means(sel)
+def metrics_tree(means: pd.DataFrame, dataset: str, n_pairs: int) -> dict:
+    """{dataset, n_pairs, sets, protocol: {method: {encoder: {r_mean, sd (between sets), sd_students, n}}}} from
+    `set_means`' table."""
     tree = {"dataset": dataset, "n_pairs": int(n_pairs), "sets": int(means["set_seed"].nunique())}
     for (protocol, method, enc), g in means.groupby(["protocol", "method", "image_encoder"], sort=False):
         tree.setdefault(protocol, {}).setdefault(method, {})[enc] = {
@@ -174,8 +174,9 @@ def markdown(comparisons: pd.DataFrame, tree: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_sets(sel: pd.DataFrame, methods: list[str]):
-    """Per protocol x student: every PDS set mean and every baseline student (dots), their means (bars)."""
+def plot_sets(sel: pd.DataFrame, means: pd.DataFrame, methods: list[str]):
+    """Per protocol x student: every PDS set mean (`means`) and every baseline student (dots), their means
+    (bars)."""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -185,7 +186,6 @@ def plot_sets(sel: pd.DataFrame, methods: list[str]):
     encoders = list(dict.fromkeys(sel["image_encoder"]))
     fig, axes = plt.subplots(len(protocols), len(encoders), figsize=(10.5, 3.2 * len(protocols)), squeeze=False,
                              sharey="row")
-    means = set_means(sel)
     for i, protocol in enumerate(protocols):
         for j, enc in enumerate(encoders):
             ax = axes[i, j]
@@ -216,14 +216,15 @@ def report(base_runs, seed_runs: dict[int, str], base_seed: int, out, dataset: s
     runs = load_sets(base_runs, seed_runs, base_seed)
     sel = selected(runs)
     baselines = [m for m in dict.fromkeys(sel["method"]) if m not in METHODS and m != "full"]
-    comparisons = compare(sel, baselines, base_seed)
-    tree = metrics_tree(sel, dataset, n_pairs)
+    means = set_means(sel)
+    comparisons = compare(sel, means, baselines, base_seed)
+    tree = metrics_tree(means, dataset, n_pairs)
     new = runs[runs["set_seed"].notna() & (runs["set_seed"] != base_seed)]
     results.save_outputs(out, new.assign(set_seed=new["set_seed"].astype(int)))
     data.atomic_write(out / "comparisons.csv",
                       lambda tmp: comparisons.to_csv(tmp, index=False, float_format="%.4f"))
     data.atomic_write(out / "summary.md", lambda tmp: tmp.write_text(markdown(comparisons, tree)))
-    fig = plot_sets(sel, [*METHODS, *baselines])
+    fig = plot_sets(sel, means, [*METHODS, *baselines])
     data.atomic_write(out / "sets.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     data.save_json(out / "metrics.json", tree)  # last: its presence says the report is whole
     print(markdown(comparisons, tree))

@@ -33,14 +33,14 @@ def test_pds_set_means_against_random_students_by_welch(tmp_path):
     means = seeds.set_means(sel)
     pds = means[means["method"] == "pds"].set_index("set_seed")["r_mean"]
     assert pds.to_dict() == {42: 11.0, 43: 15.0, 44: 7.0}
-    c = seeds.compare(sel, ["random"], first_set=42)
+    c = seeds.compare(sel, seeds.set_means(sel), ["random"], first_set=42)
     row = c[c["a"] == "pds"].iloc[0]
     ref = sps.ttest_ind([11.0, 15.0, 7.0], [8.0, 9.0, 7.0], equal_var=False)
     assert row["diff"] == pytest.approx(11.0 - 8.0) and row["p"] == pytest.approx(ref.pvalue)
     assert row["sd_sets"] == pytest.approx(4.0) and row["n_sets"] == 3
     one = sps.ttest_ind([10.0, 11.0, 12.0], [8.0, 9.0, 7.0], equal_var=False)
     assert row["one_set_p"] == pytest.approx(one.pvalue)
-    tree = seeds.metrics_tree(sel, "toyflickr", 100)
+    tree = seeds.metrics_tree(seeds.set_means(sel), "toyflickr", 100)
     assert tree["field"]["pds"]["convnet"] == {"r_mean": 11.0, "sd": 4.0, "sd_students": 1.0, "n": 3}
 
 
