@@ -48,7 +48,7 @@ def child(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from pds import data, evaluate, models, paths
+    from pds import data, evaluate, models, paths, trainsets
     from pds import text_features as text_features_module
 
     s = spec["settings"]
@@ -97,7 +97,7 @@ def child(spec: dict) -> dict:
     for rot in range(spec["repeats"]):
         for mth in methods[rot % len(methods):] + methods[:rot % len(methods)]:
             t = time.perf_counter()
-            ids = None if mth == "pds" else evaluate.select_pairs(mth, captions, clip_image, clip_text, m, s["seed"])
+            ids = None if mth == "pds" else trainsets.select_pairs(mth, captions, clip_image, clip_text, m, s["seed"])
             select = time.perf_counter() - t
             t = time.perf_counter()
             hist, _ = evaluate.run_student(ev, load_encoder, settings, mth, encoder, s["seed"], ids)

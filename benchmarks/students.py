@@ -32,7 +32,7 @@ def child(spec: dict) -> dict:
 
     torch.set_num_threads(1)
     from benchmarks.evaluate import settings_from_params
-    from pds import data, evaluate, models, paths
+    from pds import data, evaluate, models, paths, trainsets
 
     s, _ = settings_from_params()
     if spec.get("quick"):
@@ -50,7 +50,7 @@ def child(spec: dict) -> dict:
 
     size = load_encoder(enc_name).image_size
     ev = evaluate.load_evaluation_data(paths.resolve("data/raw/toyworld"), images, captions, feats, size, progress=False)
-    ids = evaluate.select_pairs("random", captions, clip_image, clip_text, s["n_pairs"], s["seed"])
+    ids = trainsets.select_pairs("random", captions, clip_image, clip_text, s["n_pairs"], s["seed"])
     field = {name: evaluate.TrainSettings(s["epochs"], s["full_epochs"], s["lr"], s["lr_image"], s["batch_size"],
                                           s["eval_every"], eval_batch_size=CONFIGS[name][0],
                                           channels_last=CONFIGS[name][1]) for name in configs}

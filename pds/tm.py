@@ -562,14 +562,14 @@ def load_train_pairs(embeddings_dir, text_features_dir, dataset_root, image_size
                      text_encoder: str = "") -> tuple[PairSet, pd.DataFrame]:
     """The real training pairs (one per train caption) from the embed stage's tables, the text_features
     stage's caption features and the dataset's images: (PairSet, the train caption rows)."""
-    from pds import evaluate, text_features
+    from pds import evaluate, text_features, trainsets
 
     emb = Path(embeddings_dir)
     artifacts.open_artifact(emb, "embed", names=["images.parquet", "captions.parquet"])  # the tables of one run
     images = data.load_table(emb / "images.parquet")
     captions = data.load_table(emb / "captions.parquet")
     feats = text_features.load_text_features(text_features_dir, captions, text_encoder)
-    pairs = evaluate.train_pairs(captions)
+    pairs = trainsets.train_pairs(captions)
     train_img = images[images["split"] == "train"]
     pixels = evaluate.load_images(dataset_root, train_img["path"].tolist(), image_size)
     row = pd.Series(np.arange(len(train_img)), index=train_img["image_id"].to_numpy())

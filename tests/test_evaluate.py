@@ -11,7 +11,7 @@ import pytest
 import torch
 from fakes import bn_encoder, tiny_evaluation_data
 
-from pds import contrastive, evaluate, models, results
+from pds import contrastive, evaluate, models, results, trainsets
 
 
 def test_workers_give_the_same_runs_as_one_process(tmp_path):
@@ -38,9 +38,9 @@ def test_nearest_real_images_are_train_images_closest_to_each_prototype():
     images, _ = _tables()
     clip_image = np.eye(10)[:, :8] * 3.0  # image i points along axis i (images 8, 9: zero vectors)
     protos = np.eye(8)[[2, 5, 8 % 8]] + 0.1  # nearest: images 2, 5, 0
-    assert evaluate.nearest_real_images(protos, clip_image, images).tolist() == [2, 5, 0]
+    assert trainsets.nearest_real_images(protos, clip_image, images).tolist() == [2, 5, 0]
     protos_val = np.eye(8)[[6]]  # image 6 is a val image: the nearest train image is another one
-    assert evaluate.nearest_real_images(protos_val, clip_image, images)[0] in range(6)
+    assert trainsets.nearest_real_images(protos_val, clip_image, images)[0] in range(6)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -63,32 +63,32 @@ def test_select_pairs_keeps_to_the_train_split_and_the_budget():
     clip_image, clip_text = rng.normal(size=(10, 4)), rng.normal(size=(50, 4))
     train_ids = set(captions.caption_id[captions.split == "train"])
     for method in ("random", "herding", "kcenter"):
-        ids = evaluate.select_pairs(method, captions, clip_image, clip_text, n_pairs=7, seed=0)
+        ids = trainsets.select_pairs(method, captions, clip_image, clip_text, n_pairs=7, seed=0)
         assert len(ids) == len(set(ids)) == 7 and set(ids) <= train_ids, method
-    assert set(evaluate.select_pairs("full", captions, clip_image, clip_text, 7, 0)) == train_ids
+    assert set(trainsets.select_pairs("full", captions, clip_image, clip_text, 7, 0)) == train_ids
     with pytest.raises(ValueError, match="budget"):
-        evaluate.select_pairs("random", captions, clip_image, clip_text, n_pairs=31, seed=0)
+        trainsets.select_pairs("random", captions, clip_image, clip_text, n_pairs=31, seed=0)
     with pytest.raises(ValueError, match="unknown baseline"):
-        evaluate.select_pairs("forgetting", captions, clip_image, clip_text, 7, 0)
+        trainsets.select_pairs("forgetting", captions, clip_image, clip_text, 7, 0)
     with pytest.raises(ValueError, match="no train-split"):
-        evaluate.select_pairs("random", captions[captions.split != "train"], clip_image, clip_text, 7, 0)
+        trainsets.select_pairs("random", captions[captions.split != "train"], clip_image, clip_text, 7, 0)
 
 
 def test_pds_text_targets_are_member_means_with_caption_fallback():
     feats = np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32)
     members = pd.DataFrame({"prototype": [0, 0, 0, 2], "caption_id": [1, 4, 5, 9]})
     prompts = np.array([4, 7, 9])
-    got, n_fallback = evaluate.pds_text_targets(members, prompts, feats, "prototype")
+    got, n_fallback = trainsets.pds_text_targets(members, prompts, feats, "prototype")
     np.testing.assert_allclose(got[0], feats[[1, 4, 5]].mean(0), rtol=1e-6)
     np.testing.assert_allclose(got[1], feats[7])  # no members: the retrieved caption
     np.testing.assert_allclose(got[2], feats[9])
     assert n_fallback == 1 and got.dtype == np.float32
-    got, _ = evaluate.pds_text_targets(members, prompts, feats, "caption")
+    got, _ = trainsets.pds_text_targets(members, prompts, feats, "caption")
     np.testing.assert_allclose(got, feats[prompts])
     with pytest.raises(ValueError, match="text_target"):
-        evaluate.pds_text_targets(members, prompts, feats, "mean")
+        trainsets.pds_text_targets(members, prompts, feats, "mean")
     with pytest.raises(ValueError, match="empty"):
-        evaluate.pds_text_targets(members, np.zeros(0, np.int64), feats)
+        trainsets.pds_text_targets(members, np.zeros(0, np.int64), feats)
 
 
 def test_captions_without_images_are_refused():
@@ -177,14 +177,14 @@ def test_clip_text_targets_are_the_rows_of_the_text_prototypes():
     clip_text = rng.normal(size=(30, 5)).astype(np.float32)
     prompts = pd.DataFrame({"prototype": np.arange(4), "caption_id": [3, 9, 11, 20]})
     synthetic = pd.DataFrame({"file": ["a", "b", "c"], "caption": ["x"] * 3, "prototype": [2, 0, 3]})
-    np.testing.assert_array_equal(evaluate.clip_text_targets(synthetic, prototype_text, prompts, clip_text),
+    np.testing.assert_array_equal(trainsets.clip_text_targets(synthetic, prototype_text, prompts, clip_text),
                                   prototype_text[[2, 0, 3]])
-    np.testing.assert_array_equal(evaluate.clip_text_targets(synthetic, prototype_text, prompts, clip_text, "caption"),
+    np.testing.assert_array_equal(trainsets.clip_text_targets(synthetic, prototype_text, prompts, clip_text, "caption"),
                                   clip_text[[11, 3, 20]])
     with pytest.raises(ValueError, match="-d"):
-        evaluate.clip_text_targets(synthetic, prototype_text, prompts, clip_text[:, :4])
+        trainsets.clip_text_targets(synthetic, prototype_text, prompts, clip_text[:, :4])
     with pytest.raises(ValueError, match="outside"):
-        evaluate.clip_text_targets(synthetic.assign(prototype=[0, 1, 4]), prototype_text, prompts, clip_text)
+        trainsets.clip_text_targets(synthetic.assign(prototype=[0, 1, 4]), prototype_text, prompts, clip_text)
 
 
 def test_with_text_swaps_the_caption_features_of_every_split():
@@ -242,7 +242,7 @@ def test_full_seeds_trains_the_full_bound_for_the_first_seeds_only(monkeypatch):
         return hist, None
 
     monkeypatch.setattr(evaluate, "run_student", fake_run)
-    monkeypatch.setattr(evaluate, "select_pairs", lambda m, *a: np.arange(3))
+    monkeypatch.setattr(trainsets, "select_pairs", lambda m, *a: np.arange(3))
     settings = evaluate.TrainSettings(1, 1, 0.1, 0.0, 2, 1, full_seeds=1)
     runs, _ = evaluate.run_evaluation(SimpleNamespace(synthetic=None, pds_real=None, pds_text=None, captions=None),
                                       ["random", "full"], ["convnet"], None, None, None, 3, [42, 43, 44], settings)
@@ -295,54 +295,54 @@ def test_random_kept_draws_random_from_the_kept_pool_only():
     train_ids = captions.caption_id[captions.split == "train"].to_numpy()
     pool = train_ids[keep]
     for seed in range(5):
-        ids = evaluate.select_pairs("random_kept", captions, clip_image, None, 6, seed, keep)
+        ids = trainsets.select_pairs("random_kept", captions, clip_image, None, 6, seed, keep)
         naive = [pool[p] for p in sorted(np.random.default_rng(seed).choice(len(pool), 6, replace=False))]
         assert ids.tolist() == naive and set(ids) <= set(pool)
     for method in ("random_avg", "random_nbr"):  # one selection for both: kept pairs of distinct images
-        ids = evaluate.select_pairs(method, captions, clip_image, None, 6, 3, keep)
+        ids = trainsets.select_pairs(method, captions, clip_image, None, 6, 3, keep)
         assert set(ids) <= set(pool) and captions.image_id[ids].nunique() == 6
-    assert (evaluate.select_pairs("random_avg", captions, clip_image, None, 6, 3, keep)
-            == evaluate.select_pairs("random_nbr", captions, clip_image, None, 6, 3, keep)).all()
+    assert (trainsets.select_pairs("random_avg", captions, clip_image, None, 6, 3, keep)
+            == trainsets.select_pairs("random_nbr", captions, clip_image, None, 6, 3, keep)).all()
     everything = np.ones_like(keep)  # a filter that drops nothing (rm_ratio 0): random_kept is random
     for seed in range(3):
-        assert (evaluate.select_pairs("random_kept", captions, clip_image, None, 6, seed, everything)
-                == evaluate.select_pairs("random", captions, clip_image, None, 6, seed)).all()
+        assert (trainsets.select_pairs("random_kept", captions, clip_image, None, 6, seed, everything)
+                == trainsets.select_pairs("random", captions, clip_image, None, 6, seed)).all()
     with pytest.raises(ValueError, match="keep mask"):
-        evaluate.select_pairs("random_kept", captions, clip_image, None, 6, 0)
+        trainsets.select_pairs("random_kept", captions, clip_image, None, 6, 0)
     with pytest.raises(ValueError, match="one entry per training pair"):
-        evaluate.select_pairs("random_kept", captions, clip_image, None, 6, 0, keep[1:])
+        trainsets.select_pairs("random_kept", captions, clip_image, None, 6, 0, keep[1:])
 
 
 @pytest.mark.parametrize("method", ["random_avg", "random_nbr"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_control_targets_match_naive_reference(method, seed):
     captions, clip_image, feats, keep = _control_world(seed=seed)
-    ids = evaluate.select_pairs(method, captions, clip_image, None, 5, seed, keep)
-    members = evaluate.control_members(method, captions, clip_image, keep, ids, n_neighbours=6)
-    got, n_fallback = evaluate.pds_text_targets(members, ids, feats)
+    ids = trainsets.select_pairs(method, captions, clip_image, None, 5, seed, keep)
+    members = trainsets.control_members(method, captions, clip_image, keep, ids, n_neighbours=6)
+    got, n_fallback = trainsets.pds_text_targets(members, ids, feats)
     assert n_fallback == 0
     np.testing.assert_allclose(got, _naive_targets(method, captions, clip_image, feats, keep, ids, 6), rtol=1e-6, atol=1e-6)
 
 
 def test_random_nbr_with_one_neighbour_is_the_pair_itself_and_refuses_a_bad_k():
     captions, clip_image, feats, keep = _control_world()
-    ids = evaluate.select_pairs("random_nbr", captions, clip_image, None, 5, 0, keep)
-    members = evaluate.control_members("random_nbr", captions, clip_image, keep, ids, n_neighbours=1)
+    ids = trainsets.select_pairs("random_nbr", captions, clip_image, None, 5, 0, keep)
+    members = trainsets.control_members("random_nbr", captions, clip_image, keep, ids, n_neighbours=1)
     assert members.caption_id.tolist() == ids.tolist()
     for k in (0, int(keep.sum()) + 1):
         with pytest.raises(ValueError, match="n_neighbours"):
-            evaluate.control_members("random_nbr", captions, clip_image, keep, ids, n_neighbours=k)
+            trainsets.control_members("random_nbr", captions, clip_image, keep, ids, n_neighbours=k)
     dropped = captions.caption_id[captions.split == "train"].to_numpy()[~keep][:1]
     with pytest.raises(ValueError, match="kept training pairs"):
-        evaluate.control_members("random_avg", captions, clip_image, keep, dropped)
+        trainsets.control_members("random_avg", captions, clip_image, keep, dropped)
 
 
 def test_median_intersection_size_counts_members_per_prototype():
     members = pd.DataFrame({"prototype": [0] * 5 + [1] * 2 + [3] * 9 + [4] * 4, "caption_id": range(20)})
     counts = [sum(1 for p in members.prototype if p == q) for q in sorted(set(members.prototype))]
-    assert evaluate.median_intersection_size(members) == round(float(np.median(counts))) == 4
+    assert trainsets.median_intersection_size(members) == round(float(np.median(counts))) == 4
     with pytest.raises(ValueError, match="no member pairs"):
-        evaluate.median_intersection_size(members.iloc[:0])
+        trainsets.median_intersection_size(members.iloc[:0])
 
 
 def test_run_evaluation_trains_the_controls_on_their_targets_in_each_protocols_text_space(monkeypatch):
@@ -367,7 +367,7 @@ def test_run_evaluation_trains_the_controls_on_their_targets_in_each_protocols_t
                                 progress=False, keep=keep, n_neighbours=3)
         for seed in (7, 8):
             assert calls[("random", seed)][1] is None and calls[("random_kept", seed)][1] is None
-            assert calls[("random", seed)][0].tolist() == evaluate.select_pairs("random", captions, None, None, 5, seed).tolist()
+            assert calls[("random", seed)][0].tolist() == trainsets.select_pairs("random", captions, None, None, 5, seed).tolist()
             for m in ("random_avg", "random_nbr"):
                 ids, text = calls[(m, seed)]
                 np.testing.assert_allclose(text, _naive_targets(m, captions, clip_image, space, keep, ids, 3),
@@ -378,7 +378,7 @@ def test_run_student_trains_on_given_targets():
     """A control's targets replace its pairs' caption features; the images stay the pairs'."""
     rng = np.random.default_rng(0)
     ev = _paper_data(rng)
-    ids = evaluate.select_pairs("random", ev.captions, None, None, 4, 0)
+    ids = trainsets.select_pairs("random", ev.captions, None, None, 4, 0)
     seen = []
     real = evaluate.train_student
 
