@@ -11,7 +11,8 @@ difference, its 95 % interval and Welch's p, from the folder's runs.csv). The fo
 runs.csv for `versus`). Study folders: `budget <protocol>` (a budget sweep's metrics_<M>.json: r_mean per student
 at each M), `mismatch` (the mismatched-pair sweep's p<rate>/metrics.json: r_mean ± sd per protocol and rate),
 `filter` (its p<rate>/filter.json: where the mismatched pairs go), `seeds [<method,...>]` (studies.seeds'
-comparisons.csv: PDS's set means against each baseline).
+comparisons.csv: PDS's set means against each baseline), `ablations <protocol>` (a study folder's ablations_<M>/:
+decoded or real images at the prototypes, averaged or retrieved caption as target).
 
     python -m studies.tables docs/results.md        # rewrite every table in place
     python -m studies.tables --check docs/*.md      # exit 1 if a page differs from what its files give (tests)
@@ -124,6 +125,34 @@ def budget(folder: Path, protocol: str) -> str:
     return _markdown(["method"] + [f"M = {b}" for b in budgets], rows)
 
 
+def ablations(folder: Path, protocol: str) -> str:
+    """PDS's two ablations at each budget with an ablations_<M>/ folder: images decoded (PDS) or the real training
+    image nearest each prototype (pds_real), text target the mean member caption (PDS's) or the retrieved
+    caption; random pairs for reference. metrics_<M>.json sits in `folder` or `folder`/sweep."""
+    found = sorted((int(d.name.split("_")[1]), d) for d in folder.glob("ablations_*") if d.is_dir())
+    if not found:
+        raise ValueError(f"{folder} holds no ablations_<M>/ folder: run `make sweep` (or `make world`).")
+
+    def figures(file: Path, method: str) -> str:
+        t = results.rows(data.load_json(file), "val")
+        t = t[(t["protocol"] == protocol) & (t["method"] == method)]
+        if t.empty:
+            raise ValueError(f"{file}: no {method} under the {protocol!r} protocol.")
+        return " / ".join(f"{v:.1f}" for v in t["r_mean"])
+
+    rows = []
+    for m, d in reversed(found):
+        main = folder / f"metrics_{m}.json"
+        main = main if main.is_file() else folder / "sweep" / f"metrics_{m}.json"
+        caption = d / "pds_and_pds_real__text_caption.json"
+        rows += [[str(m), "synthetic (decoded)", figures(main, "pds"), figures(caption, "pds")],
+                 [str(m), "real (nearest training image)", figures(d / "pds_real__text_prototype.json", "pds_real"),
+                  figures(caption, "pds_real")],
+                 [str(m), "random real pairs, for reference", figures(main, "random"), ""]]
+    return _markdown(["M", "images at the prototypes", "text target: mean member caption (PDS)",
+                      "text target: the retrieved real caption"], rows)
+
+
 def _rates(folder: Path) -> list[tuple[str, Path]]:
     found = sorted(((d.name[1:], d) for d in folder.glob("p*") if (d / "metrics.json").is_file()),
                    key=lambda x: float(x[0]))
@@ -184,7 +213,7 @@ def render(spec: str) -> str:
                      f"{', '.join(STUDY_KINDS)}.")
 
 
-STUDY_KINDS = {"budget": budget, "mismatch": mismatch, "filter": filter_table, "seeds": seeds}
+STUDY_KINDS = {"budget": budget, "ablations": ablations, "mismatch": mismatch, "filter": filter_table, "seeds": seeds}
 
 
 def update(text: str) -> str:

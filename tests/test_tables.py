@@ -30,6 +30,25 @@ def test_budget_lists_each_students_r_mean_at_each_budget(tmp_path):
         tables.budget(tmp_path, "paper")
 
 
+def test_ablations_put_each_variant_in_its_cell(tmp_path):
+    (tmp_path / "sweep").mkdir()  # the realistic world's layout: metrics in sweep/, ablations beside it
+    (tmp_path / "sweep" / "metrics_100.json").write_text(json.dumps(_metrics(100, {
+        "pds": {"convnet": 1.0, "vit": 1.5}, "random": {"convnet": 2.0, "vit": 2.5}})))
+    (tmp_path / "ablations_100").mkdir()
+    (tmp_path / "ablations_100" / "pds_real__text_prototype.json").write_text(json.dumps(_metrics(100, {
+        "pds_real": {"convnet": 3.0, "vit": 3.5}})))
+    (tmp_path / "ablations_100" / "pds_and_pds_real__text_caption.json").write_text(json.dumps(_metrics(100, {
+        "pds": {"convnet": 4.0, "vit": 4.5}, "pds_real": {"convnet": 5.0, "vit": 5.5}})))
+    out = tables.ablations(tmp_path, "field")
+    assert "| 100 | synthetic (decoded) | 1.0 / 1.5 | 4.0 / 4.5 |" in out
+    assert "| 100 | real (nearest training image) | 3.0 / 3.5 | 5.0 / 5.5 |" in out
+    assert "| 100 | random real pairs, for reference | 2.0 / 2.5 |  |" in out
+    with pytest.raises(ValueError, match="paper"):
+        tables.ablations(tmp_path, "paper")
+    with pytest.raises(ValueError, match="no ablations_<M>/ folder"):
+        tables.ablations(tmp_path / "sweep", "field")
+
+
 def test_mismatch_and_filter_read_each_rate(tmp_path):
     for r, v in (("0", 5.0), ("0.2", 4.0)):
         (tmp_path / f"p{r}").mkdir()
@@ -52,5 +71,5 @@ def test_seeds_prints_both_intervals(tmp_path):
 
 
 def test_an_unknown_kind_names_the_kinds():
-    with pytest.raises(ValueError, match="budget, mismatch, filter, seeds"):
+    with pytest.raises(ValueError, match="budget, ablations, mismatch, filter, seeds"):
         tables.render("nonsense results/evaluate")
