@@ -12,7 +12,9 @@ runs.csv for `versus`). Study folders: `budget <protocol>` (a budget sweep's met
 at each M), `mismatch` (the mismatched-pair sweep's p<rate>/metrics.json: r_mean ± sd per protocol and rate),
 `filter` (its p<rate>/filter.json: where the mismatched pairs go), `seeds [<method,...>]` (studies.seeds'
 comparisons.csv: PDS's set means against each baseline), `ablations <protocol>` (a study folder's ablations_<M>/:
-decoded or real images at the prototypes, averaged or retrieved caption as target).
+decoded or real images at the prototypes, averaged or retrieved caption as target), `curve` (studies.tm_curve's
+curve.csv, the chosen set in bold), `chosen <reference folder> <method,...>` (the sets studies.tm_curve chose
+against those methods of the same world's run).
 
     python -m studies.tables docs/results.md        # rewrite every table in place
     python -m studies.tables --check docs/*.md      # exit 1 if a page differs from what its files give (tests)
@@ -93,6 +95,46 @@ def versus(folder: Path, method: str, others: list[str]) -> str:
         rows.append([f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], _signed(r["diff"]),
                      _interval(r["ci_low"], r["ci_high"]), _p(r["p"]), f"{r['n_a']} / {r['n_b']}"])
     return _markdown(["difference", "protocol", "student", "r_mean", "95 % interval", "p (Welch)", "seeds"], rows)
+
+
+def curve(folder: Path) -> str:
+    """studies.tm_curve's curve.csv: per candidate, val / test r_mean (ConvNet, field) after each iteration count,
+    the chosen set (choice.json) in bold."""
+    c = pd.read_csv(folder / "curve.csv")
+    chosen = {(v["lr_img"], v["iterations"], m) for m, v in data.load_json(folder / "choice.json")["chosen"].items()}
+    its = sorted(c["iterations"].unique())
+    rows = []
+    for _, g in c.groupby("set", sort=False):
+        by = g.set_index("iterations")
+        cells = []
+        for k in its:
+            r = by.loc[k]
+            cell = f"{r['val']:.1f} / {r['test']:.1f}"
+            cells.append(f"**{cell}**" if (r["lr_img"], k, r["method"]) in chosen else cell)
+        rows.append([f"{LABELS.get(g['method'].iloc[0], g['method'].iloc[0])}, pixel lr {g['lr_img'].iloc[0]:g}",
+                     *cells])
+    return _markdown(["candidate"] + [f"{k} iterations" for k in its], rows)
+
+
+def chosen(folder: Path, reference: Path, others: str) -> str:
+    """The sets studies.tm_curve chose (choice.json, their students in runs.csv) minus each of `others` from the
+    reference folder's runs.csv (the same world's pipeline run): difference, 95 % interval, Welch's p."""
+    picks = data.load_json(folder / "choice.json")["chosen"]
+    runs = pd.read_csv(folder / "runs.csv")
+    keep = pd.Series(False, index=runs.index)
+    for method, v in picks.items():
+        lr = f"{method}_lr{v['lr_img']:g}"
+        keep |= (runs["set"] == lr) & (runs["iterations"] == v["iterations"])
+    ours = runs[keep].drop(columns=["set", "iterations"])
+    ref = pd.read_csv(paths.resolve(reference) / "runs.csv")
+    ref = ref[ref["method"].isin(others.split(","))]
+    sel = results.select_epochs(pd.concat([ours, ref], ignore_index=True))
+    sel = sel[sel["selected_on"] == "val"].drop(columns="selected_on")
+    comp = stats.compare_methods(sel, [(m, o) for m in picks for o in others.split(",")], test="welch")
+    rows = [[f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], f"{r['mean_a']:.1f}", _signed(r["diff"]),
+             _interval(r["ci_low"], r["ci_high"]), _p(r["p"])] for r in comp.to_dict("records")]
+    return _markdown(["difference", "protocol", "student", "r_mean (chosen set)", "difference", "95 % interval",
+                      "p (Welch)"], rows)
 
 
 def _interval(low: float, high: float) -> str:
@@ -213,7 +255,8 @@ def render(spec: str) -> str:
                      f"{', '.join(STUDY_KINDS)}.")
 
 
-STUDY_KINDS = {"budget": budget, "ablations": ablations, "mismatch": mismatch, "filter": filter_table, "seeds": seeds}
+STUDY_KINDS = {"budget": budget, "ablations": ablations, "mismatch": mismatch, "filter": filter_table, "seeds": seeds,
+               "curve": curve, "chosen": chosen}
 
 
 def update(text: str) -> str:

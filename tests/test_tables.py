@@ -73,3 +73,31 @@ def test_seeds_prints_both_intervals(tmp_path):
 def test_an_unknown_kind_names_the_kinds():
     with pytest.raises(ValueError, match="budget, ablations, mismatch, filter, seeds"):
         tables.render("nonsense results/evaluate")
+
+
+def _runs(method, values, **extra):
+    """runs.csv rows: one epoch per student, val = test = the value (field protocol, ConvNet)."""
+    rows = []
+    for seed, v in enumerate(values):
+        for split in ("val", "test"):
+            rows.append({"protocol": "field", "method": method, "image_encoder": "convnet", "seed": seed,
+                         "n_train": 100, "epochs": 1, "epoch": 0, "split": split, "loss": 0.0, "seconds": 0.0,
+                         **{k: 0.0 for k in ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10")}, "r_mean": v,
+                         **extra})
+    return rows
+
+
+def test_curve_and_chosen_read_the_tm_curve_files(tmp_path):
+    study, ref = tmp_path / "study", tmp_path / "ref"
+    study.mkdir()
+    ref.mkdir()
+    pd.DataFrame([{"set": "tm_lr1000", "method": "tm", "lr_img": 1000.0, "iterations": k, "val": v, "test": v + 1}
+                  for k, v in ((0, 1.0), (150, 3.0))]).to_csv(study / "curve.csv", index=False)
+    (study / "choice.json").write_text(json.dumps({"chosen": {"tm": {"lr_img": 1000.0, "iterations": 150, "val": 3.0}}}))
+    out = tables.curve(study)
+    assert "| tm (MTT-VL), pixel lr 1000 | 1.0 / 2.0 | **3.0 / 4.0** |" in out
+    pd.DataFrame(_runs("tm", [9.0, 9.0, 9.0], set="tm_lr1000", iterations=0)  # not chosen: left out
+                 + _runs("tm", [5.0, 6.0, 7.0], set="tm_lr1000", iterations=150)).to_csv(study / "runs.csv", index=False)
+    pd.DataFrame(_runs("random", [2.0, 3.0, 4.0]) + _runs("pds", [1.0, 1.0, 2.0])).to_csv(ref / "runs.csv", index=False)
+    got = tables.chosen(study, ref, "random")
+    assert "| tm − random | field | convnet | 6.0 | +3.0 |" in got and "pds" not in got
