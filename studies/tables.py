@@ -11,7 +11,10 @@ difference, its 95 % interval and Welch's p, from the folder's runs.csv). The fo
 runs.csv for `versus`). Study folders: `budget <protocol>` (a budget sweep's metrics_<M>.json: r_mean per student
 at each M), `mismatch` (the mismatched-pair sweep's p<rate>/metrics.json: r_mean ± sd per protocol and rate),
 `filter` (its p<rate>/filter.json: where the mismatched pairs go), `seeds [<method,...>]` (studies.seeds'
-comparisons.csv: PDS's set means against each baseline).
+comparisons.csv: PDS's set means against each baseline), `ablations <protocol>` (a study folder's ablations_<M>/:
+decoded or real images at the prototypes, averaged or retrieved caption as target), `curve` (studies.tm_curve's
+curve.csv, the chosen set in bold), `chosen <reference folder> <method,...>` (the sets studies.tm_curve chose
+against those methods of the same world's run).
 
     python -m studies.tables docs/results.md        # rewrite every table in place
     python -m studies.tables --check docs/*.md      # exit 1 if a page differs from what its files give (tests)
@@ -94,6 +97,46 @@ def versus(folder: Path, method: str, others: list[str]) -> str:
     return _markdown(["difference", "protocol", "student", "r_mean", "95 % interval", "p (Welch)", "seeds"], rows)
 
 
+def curve(folder: Path) -> str:
+    """studies.tm_curve's curve.csv: per candidate, val / test r_mean (ConvNet, field) after each iteration count,
+    the chosen set (choice.json) in bold."""
+    c = pd.read_csv(folder / "curve.csv")
+    chosen = {(v["lr_img"], v["iterations"], m) for m, v in data.load_json(folder / "choice.json")["chosen"].items()}
+    its = sorted(c["iterations"].unique())
+    rows = []
+    for _, g in c.groupby("set", sort=False):
+        by = g.set_index("iterations")
+        cells = []
+        for k in its:
+            r = by.loc[k]
+            cell = f"{r['val']:.1f} / {r['test']:.1f}"
+            cells.append(f"**{cell}**" if (r["lr_img"], k, r["method"]) in chosen else cell)
+        rows.append([f"{LABELS.get(g['method'].iloc[0], g['method'].iloc[0])}, pixel lr {g['lr_img'].iloc[0]:g}",
+                     *cells])
+    return _markdown(["candidate"] + [f"{k} iterations" for k in its], rows)
+
+
+def chosen(folder: Path, reference: Path, others: str) -> str:
+    """The sets studies.tm_curve chose (choice.json, their students in runs.csv) minus each of `others` from the
+    reference folder's runs.csv (the same world's pipeline run): difference, 95 % interval, Welch's p."""
+    picks = data.load_json(folder / "choice.json")["chosen"]
+    runs = pd.read_csv(folder / "runs.csv")
+    keep = pd.Series(False, index=runs.index)
+    for method, v in picks.items():
+        lr = f"{method}_lr{v['lr_img']:g}"
+        keep |= (runs["set"] == lr) & (runs["iterations"] == v["iterations"])
+    ours = runs[keep].drop(columns=["set", "iterations"])
+    ref = pd.read_csv(paths.resolve(reference) / "runs.csv")
+    ref = ref[ref["method"].isin(others.split(","))]
+    sel = results.select_epochs(pd.concat([ours, ref], ignore_index=True))
+    sel = sel[sel["selected_on"] == "val"].drop(columns="selected_on")
+    comp = stats.compare_methods(sel, [(m, o) for m in picks for o in others.split(",")], test="welch")
+    rows = [[f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], f"{r['mean_a']:.1f}", _signed(r["diff"]),
+             _interval(r["ci_low"], r["ci_high"]), _p(r["p"])] for r in comp.to_dict("records")]
+    return _markdown(["difference", "protocol", "student", "r_mean (chosen set)", "difference", "95 % interval",
+                      "p (Welch)"], rows)
+
+
 def _interval(low: float, high: float) -> str:
     return f"[{_signed(low)}, {_signed(high)}]"
 
@@ -122,6 +165,34 @@ def budget(folder: Path, protocol: str) -> str:
             row.append(" / ".join(f"{v:.1f}" for v in vals) if all(v is not None for v in vals) else "")
         rows.append(row)
     return _markdown(["method"] + [f"M = {b}" for b in budgets], rows)
+
+
+def ablations(folder: Path, protocol: str) -> str:
+    """PDS's two ablations at each budget with an ablations_<M>/ folder: images decoded (PDS) or the real training
+    image nearest each prototype (pds_real), text target the mean member caption (PDS's) or the retrieved
+    caption; random pairs for reference. metrics_<M>.json sits in `folder` or `folder`/sweep."""
+    found = sorted((int(d.name.split("_")[1]), d) for d in folder.glob("ablations_*") if d.is_dir())
+    if not found:
+        raise ValueError(f"{folder} holds no ablations_<M>/ folder: run `make sweep` (or `make world`).")
+
+    def figures(file: Path, method: str) -> str:
+        t = results.rows(data.load_json(file), "val")
+        t = t[(t["protocol"] == protocol) & (t["method"] == method)]
+        if t.empty:
+            raise ValueError(f"{file}: no {method} under the {protocol!r} protocol.")
+        return " / ".join(f"{v:.1f}" for v in t["r_mean"])
+
+    rows = []
+    for m, d in reversed(found):
+        main = folder / f"metrics_{m}.json"
+        main = main if main.is_file() else folder / "sweep" / f"metrics_{m}.json"
+        caption = d / "pds_and_pds_real__text_caption.json"
+        rows += [[str(m), "synthetic (decoded)", figures(main, "pds"), figures(caption, "pds")],
+                 [str(m), "real (nearest training image)", figures(d / "pds_real__text_prototype.json", "pds_real"),
+                  figures(caption, "pds_real")],
+                 [str(m), "random real pairs, for reference", figures(main, "random"), ""]]
+    return _markdown(["M", "images at the prototypes", "text target: mean member caption (PDS)",
+                      "text target: the retrieved real caption"], rows)
 
 
 def _rates(folder: Path) -> list[tuple[str, Path]]:
@@ -184,7 +255,8 @@ def render(spec: str) -> str:
                      f"{', '.join(STUDY_KINDS)}.")
 
 
-STUDY_KINDS = {"budget": budget, "mismatch": mismatch, "filter": filter_table, "seeds": seeds}
+STUDY_KINDS = {"budget": budget, "ablations": ablations, "mismatch": mismatch, "filter": filter_table, "seeds": seeds,
+               "curve": curve, "chosen": chosen}
 
 
 def update(text: str) -> str:

@@ -30,6 +30,25 @@ def test_budget_lists_each_students_r_mean_at_each_budget(tmp_path):
         tables.budget(tmp_path, "paper")
 
 
+def test_ablations_put_each_variant_in_its_cell(tmp_path):
+    (tmp_path / "sweep").mkdir()  # the realistic world's layout: metrics in sweep/, ablations beside it
+    (tmp_path / "sweep" / "metrics_100.json").write_text(json.dumps(_metrics(100, {
+        "pds": {"convnet": 1.0, "vit": 1.5}, "random": {"convnet": 2.0, "vit": 2.5}})))
+    (tmp_path / "ablations_100").mkdir()
+    (tmp_path / "ablations_100" / "pds_real__text_prototype.json").write_text(json.dumps(_metrics(100, {
+        "pds_real": {"convnet": 3.0, "vit": 3.5}})))
+    (tmp_path / "ablations_100" / "pds_and_pds_real__text_caption.json").write_text(json.dumps(_metrics(100, {
+        "pds": {"convnet": 4.0, "vit": 4.5}, "pds_real": {"convnet": 5.0, "vit": 5.5}})))
+    out = tables.ablations(tmp_path, "field")
+    assert "| 100 | synthetic (decoded) | 1.0 / 1.5 | 4.0 / 4.5 |" in out
+    assert "| 100 | real (nearest training image) | 3.0 / 3.5 | 5.0 / 5.5 |" in out
+    assert "| 100 | random real pairs, for reference | 2.0 / 2.5 |  |" in out
+    with pytest.raises(ValueError, match="paper"):
+        tables.ablations(tmp_path, "paper")
+    with pytest.raises(ValueError, match="no ablations_<M>/ folder"):
+        tables.ablations(tmp_path / "sweep", "field")
+
+
 def test_mismatch_and_filter_read_each_rate(tmp_path):
     for r, v in (("0", 5.0), ("0.2", 4.0)):
         (tmp_path / f"p{r}").mkdir()
@@ -52,5 +71,33 @@ def test_seeds_prints_both_intervals(tmp_path):
 
 
 def test_an_unknown_kind_names_the_kinds():
-    with pytest.raises(ValueError, match="budget, mismatch, filter, seeds"):
+    with pytest.raises(ValueError, match="budget, ablations, mismatch, filter, seeds"):
         tables.render("nonsense results/evaluate")
+
+
+def _runs(method, values, **extra):
+    """runs.csv rows: one epoch per student, val = test = the value (field protocol, ConvNet)."""
+    rows = []
+    for seed, v in enumerate(values):
+        for split in ("val", "test"):
+            rows.append({"protocol": "field", "method": method, "image_encoder": "convnet", "seed": seed,
+                         "n_train": 100, "epochs": 1, "epoch": 0, "split": split, "loss": 0.0, "seconds": 0.0,
+                         **{k: 0.0 for k in ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10")}, "r_mean": v,
+                         **extra})
+    return rows
+
+
+def test_curve_and_chosen_read_the_tm_curve_files(tmp_path):
+    study, ref = tmp_path / "study", tmp_path / "ref"
+    study.mkdir()
+    ref.mkdir()
+    pd.DataFrame([{"set": "tm_lr1000", "method": "tm", "lr_img": 1000.0, "iterations": k, "val": v, "test": v + 1}
+                  for k, v in ((0, 1.0), (150, 3.0))]).to_csv(study / "curve.csv", index=False)
+    (study / "choice.json").write_text(json.dumps({"chosen": {"tm": {"lr_img": 1000.0, "iterations": 150, "val": 3.0}}}))
+    out = tables.curve(study)
+    assert "| tm (MTT-VL), pixel lr 1000 | 1.0 / 2.0 | **3.0 / 4.0** |" in out
+    pd.DataFrame(_runs("tm", [9.0, 9.0, 9.0], set="tm_lr1000", iterations=0)  # not chosen: left out
+                 + _runs("tm", [5.0, 6.0, 7.0], set="tm_lr1000", iterations=150)).to_csv(study / "runs.csv", index=False)
+    pd.DataFrame(_runs("random", [2.0, 3.0, 4.0]) + _runs("pds", [1.0, 1.0, 2.0])).to_csv(ref / "runs.csv", index=False)
+    got = tables.chosen(study, ref, "random")
+    assert "| tm − random | field | convnet | 6.0 | +3.0 |" in got and "pds" not in got
