@@ -577,11 +577,34 @@ def load_train_pairs(embeddings_dir, text_features_dir, dataset_root, image_size
     return PairSet(pixels, index, feats[pairs["caption_id"].to_numpy()]), pairs
 
 
+def stage_commands(params: dict, out="data/tm") -> list[list[str]]:
+    """The tm stage as `main`'s command lines, from params.yaml's `tm:` and `base:` sections (`pds.config.load`):
+    the experts, then MTT-VL and LoRS against them, on the world base.dataset names."""
+    t, base = params["tm"], params["base"]
+    world = base["dataset"]
+    where = ["--dataset-root", f"data/raw/{world}", "--encoders-dir", f"models/{world}/toy-encoders",
+             "--seed", str(base["seed"])]
+    experts = ["experts", *where, "--encoder", t["encoder"], "--n-experts", str(t["n_experts"]), "--epochs",
+               str(t["epochs"]), "--lr-image", str(t["lr_image"]), "--lr-text", str(t["lr_text"]), "--workers", "2",
+               "--out", f"{out}/experts"]
+    match = ["--n-pairs", str(base["n_pairs"]), "--experts", f"{out}/experts"]
+    for key in ("iterations", "syn_steps", "expert_epochs", "max_start_epoch", "mini_batch", "lr_img", "lr_txt",
+                "lr_lr"):
+        match += ["--" + key.replace("_", "-"), str(t[key])]
+    lors = ["--rank", str(t["rank"]), "--alpha", str(t["alpha"]), "--lr-sim", str(t["lr_sim"])]
+    return [experts,
+            ["distill", "--method", "tm", *where, *match, "--out", f"{out}/tm"],
+            ["distill", "--method", "lors", *where, *match, *lors, "--out", f"{out}/lors"]]
+
+
 def main(argv: list[str] | None = None) -> None:
-    from pds import evaluate, models
+    from pds import config, evaluate, models
 
     parser = argparse.ArgumentParser(description="Expert trajectories and MTT-VL / LoRS trajectory matching.")
     sub = parser.add_subparsers(dest="command", required=True)
+    st = sub.add_parser("stage", help="the tm stage: experts, MTT-VL and LoRS with params.yaml's tm: and base:")
+    st.add_argument("--params", default="params.yaml")
+    st.add_argument("--out", default="data/tm")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--embeddings-dir", default="data/embeddings")
     common.add_argument("--text-features-dir", default="data/text_features")
@@ -614,6 +637,11 @@ def main(argv: list[str] | None = None) -> None:
             di.add_argument(flag, type=type(f.default), default=f.default)
     di.add_argument("--out", default="", help="default data/tm/<method>")
     args = parser.parse_args(argv)
+    if args.command == "stage":
+        for command in stage_commands(config.load(paths.resolve(args.params)), args.out):
+            print("+ python -m pds.tm " + " ".join(command), flush=True)
+            main(command)
+        return
     torch.set_num_threads(evaluate.num_threads(1))
     t0 = time.perf_counter()
     features = artifacts.open_artifact(paths.resolve(args.text_features_dir), "text_features")

@@ -381,3 +381,25 @@ def test_cli_trains_experts_and_writes_a_distilled_set(tmp_path):
     with pytest.raises(ValueError, match=rf"lors was made from experts run {expert_run.token}, but .*experts holds "
                                          rf"experts run {again.token}: rerun the tm stage \(python -m pds.tm distill"):
         tm_evaluate.load_set(tmp_path / "lors", 32, [again])
+
+
+def test_the_stage_runs_the_experts_then_both_methods_with_params_yaml():
+    """`python -m pds.tm stage` (the tm stage's command) passes params.yaml's tm: and base: as the flags the stage
+    used to spell out."""
+    from pds import config
+
+    p = config.load()
+    t, b = p["tm"], p["base"]
+    experts, mtt, lors = tm.stage_commands(p)
+    world = ["--dataset-root", f"data/raw/{b['dataset']}", "--encoders-dir", f"models/{b['dataset']}/toy-encoders",
+             "--seed", str(b["seed"])]
+    assert experts == ["experts", *world, "--encoder", t["encoder"], "--n-experts", str(t["n_experts"]),
+                       "--epochs", str(t["epochs"]), "--lr-image", str(t["lr_image"]), "--lr-text",
+                       str(t["lr_text"]), "--workers", "2", "--out", "data/tm/experts"]
+    assert mtt[:3] == ["distill", "--method", "tm"] and lors[:3] == ["distill", "--method", "lors"]
+    for command in (mtt, lors):
+        flags = dict(zip(command[3::2], command[4::2], strict=True))
+        assert flags["--n-pairs"] == str(b["n_pairs"]) and flags["--lr-img"] == str(t["lr_img"])
+        assert flags["--iterations"] == str(t["iterations"]) and flags["--experts"] == "data/tm/experts"
+    assert dict(zip(lors[3::2], lors[4::2], strict=True))["--lr-sim"] == str(t["lr_sim"])
+    assert "--lr-sim" not in mtt and mtt[-1] == "data/tm/tm" and lors[-1] == "data/tm/lors"
