@@ -90,7 +90,7 @@ tm-curve: install  ## MTT-VL / LoRS for 1,000 iterations on both worlds, chosen 
 	$(BIN)/dvc repro --glob 'studies/dvc.yaml:tm_curve@*'
 
 calibration: install  ## the realistic world's calibration candidates (baselines only) -> results/calibration/
-	$(BIN)/dvc repro --glob 'studies/dvc.yaml:calibration@*'
+	$(BIN)/dvc repro $(S)calibration_summary
 
 bench: install  ## performance harness (not a test): results/benchmarks.json + results/benchmarks/summary.md
 	$(BIN)/python benchmarks/run.py

@@ -345,3 +345,24 @@ def test_the_realistic_worlds_budget_statements_hold():
         assert best[1] == "random_avg", e
         assert t[("field", 500, "pds_real", e)] > pds, e
     assert all(t[("paper", m, "pds", e)] < t[("paper", m, "random", e)] for m in (100, 200, 500) for e in encs)
+
+
+def test_the_default_worlds_budget_statements_hold():
+    """docs/results.md, "Budget sweeps": recomputed from results/sweep's metrics_<M>.json."""
+    from studies import sweep
+
+    t = sweep.collect(ROOT / "results" / "sweep").set_index(["protocol", "n_pairs", "method", "image_encoder"])["r_mean"]
+    text = RESULTS_TEXT
+    encs = ("convnet", "resnet", "vit")
+    assert "below random pairs on every student at every budget, under both protocols" in text
+    for (protocol, m, method, e), pds in t.items():
+        if method == "pds":
+            assert pds < t[(protocol, m, "random", e)], (protocol, m, e)
+    gap = {m: [t[("field", m, "random", e)] - t[("field", m, "pds", e)] for e in encs] for m in (100, 200, 500)}
+    assert all(a > b < c for a, b, c in zip(gap[100], gap[200], gap[500], strict=True))
+    assert "At M = 200, as at M = 100, `random_avg`" in text
+    for m in (100, 200):
+        for protocol in ("field", "paper"):
+            for e in encs:
+                assert t[(protocol, m, "random_avg", e)] > t[(protocol, m, "pds", e)], (protocol, m, e)
+                assert t[(protocol, m, "pds_real", e)] > t[(protocol, m, "pds", e)], (protocol, m, e)
