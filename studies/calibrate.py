@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         s = calibrate(a.name, parse_knobs(a.knobs), seeds=[int(v) for v in a.seeds.split(",")],
                       full_epochs=a.full_epochs, workers=a.workers, note=a.note)
         print(json.dumps({k: s[k] for k in ("figures", "val", "test", "seconds")}, indent=1))
+        return  # a candidate writes its own folder only; calibration.png is the calibration_summary stage's
     print(f"wrote {plot()}")
 
 
