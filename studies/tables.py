@@ -131,7 +131,8 @@ def chosen(folder: Path, reference: Path, others: str) -> str:
     sel = results.select_epochs(pd.concat([ours, ref], ignore_index=True))
     sel = sel[sel["selected_on"] == "val"].drop(columns="selected_on")
     comp = stats.compare_methods(sel, [(m, o) for m in picks for o in others.split(",")], test="welch")
-    rows = [[f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], f"{r['mean_a']:.1f}", _signed(r["diff"]),
+    # the chosen set's r_mean rounded as metrics.json rounds it (2 decimals), so the two files read alike
+    rows = [[f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], f"{round(r['mean_a'], 2):.1f}", _signed(r["diff"]),
              _interval(r["ci_low"], r["ci_high"]), _p(r["p"])] for r in comp.to_dict("records")]
     return _markdown(["difference", "protocol", "student", "r_mean (chosen set)", "difference", "95 % interval",
                       "p (Welch)"], rows)
