@@ -412,3 +412,32 @@ def test_the_tm_curve_statements_on_the_realistic_world_hold():
     assert all(c.loc[(m, "pds", "paper", e), "diff"] < 0 for m in ("tm", "lors") for e in ("resnet", "vit"))
     for e in ("resnet", "vit"):  # "far below": more than 10 points, the interval below zero
         assert c.loc[("tm", "random", "paper", e), "diff"] < -10 and c.loc[("tm", "random", "paper", e), "ci_high"] < 0
+
+
+def test_the_tm_curve_statements_on_the_default_world_hold():
+    """docs/results.md, "On the default world": from results/tm_curve/toyworld and the pipeline's results."""
+    choice, curve, c = _tm_curve("toyworld", "results/evaluate")
+    text = RESULTS_TEXT
+    encs = ("convnet", "resnet", "vit")
+    metrics = json.loads((ROOT / "results" / "evaluate" / "metrics.json").read_text())
+    test = curve.set_index(["set", "iterations"])["test"]
+    for m in ("tm", "lors"):  # the 150-iteration sets at lr 1000 are the pipeline's
+        assert abs(test[(f"{m}_lr1000", 150)] - metrics["field"][m]["convnet"]["r_mean"]) <= 0.05, m
+    assert "every candidate's ConvNet students peak at 500 iterations and fall by 1,000" in text
+    val = curve.set_index(["set", "iterations"])["val"]
+    for name in ("tm_lr1000", "lors_lr100", "lors_lr1000"):
+        assert val[(name, 500)] > max(val[(name, 150)], val[(name, 1000)]), name
+    assert all(v["stopped_improving"] is False for v in choice["convergence"].values())
+    assert (choice["chosen"]["lors"]["lr_img"], choice["chosen"]["lors"]["iterations"]) == (100, 500)
+    assert "no longer collapses off the ConvNet under the field protocol" in text
+    assert all(c.loc[("lors", "pds", "field", e), "ci_low"] > 0 for e in encs)
+    assert all(c.loc[("lors", "random", "field", e), "ci_low"] > 0 for e in ("convnet", "vit"))
+    assert round(c.loc[("lors", "random", "field", "resnet"), "diff"]) == -10
+    f = metrics["field"]
+    assert round(f["lors"]["resnet"]["r_mean"] - f["random"]["resnet"]["r_mean"]) == -31  # "31 below"
+    readme = " ".join(README.split())
+    assert "LoRS no longer collapses off the ConvNet on the default world (ahead of PDS on every student under the " \
+           "field protocol, 10 points below random on the ResNet instead of 31)" in readme
+    assert "MTT-VL at 500 iterations still collapses on the ResNet" in text
+    assert c.loc[("tm", "random", "field", "resnet"), "diff"] < -30
+    assert all(c.loc[(m, "random", "paper", e), "ci_high"] < 0 for m in ("tm", "lors") for e in ("resnet", "vit"))
