@@ -383,12 +383,11 @@ def _tm_curve(world: str, reference: str):
     import pandas as pd
 
     from pds import stats
+    from studies import tables
 
     folder = ROOT / "results" / "tm_curve" / world
     choice = json.loads((folder / "choice.json").read_text())
-    runs = pd.read_csv(folder / "runs.csv")
-    picked = pd.concat([runs[(runs["set"] == f"{m}_lr{v['lr_img']:g}") & (runs["iterations"] == v["iterations"])]
-                        for m, v in choice["chosen"].items()]).drop(columns=["set", "iterations"])
+    _, picked = tables.chosen_runs(folder)  # its selection is tested in tests/test_tables.py
     ref = pd.read_csv(ROOT / reference / "runs.csv")
     sel = results.select_epochs(pd.concat([picked, ref[ref["method"].isin(["random", "pds"])]], ignore_index=True))
     sel = sel[sel["selected_on"] == "val"].drop(columns="selected_on")
