@@ -116,16 +116,23 @@ def curve(folder: Path) -> str:
     return _markdown(["candidate"] + [f"{k} iterations" for k in its], rows)
 
 
-def chosen(folder: Path, reference: Path, others: str) -> str:
-    """The sets studies.tm_curve chose (choice.json, their students in runs.csv) minus each of `others` from the
-    reference folder's runs.csv (the same world's pipeline run): difference, 95 % interval, Welch's p."""
+def chosen_runs(folder: Path) -> tuple[dict, pd.DataFrame]:
+    """studies.tm_curve's choice (choice.json's `chosen`) and the students of the chosen sets (runs.csv's rows of
+    each chosen candidate and iteration count, without those two columns)."""
+    from studies.tm_curve import set_name
+
     picks = data.load_json(folder / "choice.json")["chosen"]
     runs = pd.read_csv(folder / "runs.csv")
     keep = pd.Series(False, index=runs.index)
     for method, v in picks.items():
-        lr = f"{method}_lr{v['lr_img']:g}"
-        keep |= (runs["set"] == lr) & (runs["iterations"] == v["iterations"])
-    ours = runs[keep].drop(columns=["set", "iterations"])
+        keep |= (runs["set"] == set_name(method, v["lr_img"])) & (runs["iterations"] == v["iterations"])
+    return picks, runs[keep].drop(columns=["set", "iterations"])
+
+
+def chosen(folder: Path, reference: Path, others: str) -> str:
+    """The sets studies.tm_curve chose (`chosen_runs`) minus each of `others` from the reference folder's runs.csv
+    (the same world's pipeline run): difference, 95 % interval, Welch's p."""
+    picks, ours = chosen_runs(folder)
     ref = pd.read_csv(paths.resolve(reference) / "runs.csv")
     ref = ref[ref["method"].isin(others.split(","))]
     sel = results.select_epochs(pd.concat([ours, ref], ignore_index=True))

@@ -60,6 +60,14 @@ def set_name(method: str, lr_img: float) -> str:
     return f"{method}_lr{lr_img:g}"
 
 
+def match_settings(t: dict, iterations: int, lr_img: float) -> tm.MatchSettings:
+    """The matching settings of params.yaml's `tm:` section (its keys that name a `MatchSettings` field, cast to that
+    field's type), with a candidate's budget of iterations and pixel lr."""
+    fields = tm.MatchSettings.__dataclass_fields__
+    values = {k: type(fields[k].default)(v) for k, v in t.items() if k in fields}
+    return tm.MatchSettings(**{**values, "iterations": int(iterations), "lr_img": float(lr_img)})
+
+
 def val_figures(runs: pd.DataFrame) -> pd.DataFrame:
     """Per student (set, iterations, seed, protocol, encoder): the val r_mean at its val-selected epoch and the
     test r_mean at that epoch (`pds.results.select_epochs`)."""
@@ -117,11 +125,7 @@ def distill_candidates(world_dirs: dict, work: Path, candidates, snapshots, p: d
     folders, losses = {}, {}
     for method, lr_img in candidates:
         name = set_name(method, lr_img)
-        settings = tm.MatchSettings(iterations=max(snapshots), syn_steps=int(t["syn_steps"]),
-                                    expert_epochs=int(t["expert_epochs"]), max_start_epoch=int(t["max_start_epoch"]),
-                                    mini_batch=int(t["mini_batch"]), lr_img=lr_img, lr_txt=float(t["lr_txt"]),
-                                    lr_lr=float(t["lr_lr"]), rank=int(t["rank"]), alpha=float(t["alpha"]),
-                                    lr_sim=float(t["lr_sim"]))
+        settings = match_settings(t, max(snapshots), lr_img)
 
         def save(d: tm.Distilled, name=name):
             nearest = tm.nearest_captions(d.text, train.text)
@@ -137,27 +141,33 @@ def distill_candidates(world_dirs: dict, work: Path, candidates, snapshots, p: d
     return folders, losses
 
 
-def evaluate_folders(world_dirs: dict, folders: dict, encoders, protocols, p: dict) -> pd.DataFrame:
-    """Students (3 seeds, params.yaml evaluate:) on each {(set, k): folder} under `protocols` with `encoders`,
-    as the tm_evaluate stage trains them; rows labelled set / iterations / method."""
+def load_world(world_dirs: dict, p: dict, encoders) -> dict:
+    """What every student evaluation of the world reads, loaded once: the evaluation data at the first encoder's
+    image size (as the tm_evaluate stage), the caption embeddings, the encoder loader, settings and seeds."""
     e, base = p["evaluate"], p["base"]
     emb = Path(world_dirs["embeddings"])
     images, captions = data.load_table(emb / "images.parquet"), data.load_table(emb / "captions.parquet")
-    clip_text = data.load_npy(emb / "text.npy")
     student_text = text_features.load_text_features(world_dirs["text_features"], captions, e["text_encoder"])
     load_encoder = functools.partial(models.load_image_encoder, pretrained=e["pretrained"],
                                      folder=world_dirs["encoders"])
     size = load_encoder(encoders[0]).image_size
-    ev = evaluate.load_evaluation_data(world_dirs["dataset_root"], images, captions, student_text, size,
-                                       progress=paths.progress())
-    device = paths.device()
-    settings = evaluate.protocol_settings(protocols, e, device, paths.batch_size(100))
-    seeds = [int(base["seed"]) + i for i in range(int(e["seeds"]))]
+    return {"ev": evaluate.load_evaluation_data(world_dirs["dataset_root"], images, captions, student_text, size,
+                                                progress=paths.progress()),
+            "clip_text": data.load_npy(emb / "text.npy"), "student_text": student_text, "size": size,
+            "load_encoder": load_encoder, "device": paths.device(),
+            "seeds": [int(base["seed"]) + i for i in range(int(e["seeds"]))]}
+
+
+def evaluate_folders(world: dict, sets: list, encoders, protocols, p: dict) -> pd.DataFrame:
+    """Students (3 seeds, params.yaml evaluate:) on each (set name, method, iterations, folder) of `sets` under
+    `protocols` with `encoders`, as the tm_evaluate stage trains them (`world`: `load_world`'s); rows labelled
+    set / iterations."""
+    settings = evaluate.protocol_settings(protocols, p["evaluate"], world["device"], paths.batch_size(100))
     out = []
-    for (name, k), folder in folders.items():
-        sets = {name.split("_lr")[0]: tm_evaluate.load_set(folder, size)}
-        r = tm_evaluate.evaluate_sets(ev, sets, clip_text, student_text, encoders, load_encoder, seeds, settings,
-                                      evaluate.default_workers(device))
+    for name, method, k, folder in sets:
+        r = tm_evaluate.evaluate_sets(world["ev"], {method: tm_evaluate.load_set(folder, world["size"])},
+                                      world["clip_text"], world["student_text"], encoders, world["load_encoder"],
+                                      world["seeds"], settings, evaluate.default_workers(world["device"]))
         out.append(r.assign(set=name, iterations=int(k)))
         print(f"evaluated {name} after {k} iterations: {r.groupby(list(results.RUN_KEYS)).ngroups} students",
               flush=True)
@@ -168,11 +178,11 @@ def curve_table(runs: pd.DataFrame, candidates, losses: dict) -> pd.DataFrame:
     """Per candidate and iteration count (ConvNet, field): val and test r_mean (mean and sample sd over seeds)
     and the matching loss's mean over the 20 iterations before the snapshot."""
     fig = val_figures(runs[(runs["protocol"] == CURVE_PROTOCOL) & (runs["image_encoder"] == CURVE_ENCODER)])
-    lr = {set_name(m, r): r for m, r in candidates}
+    spec = {set_name(m, r): (m, r) for m, r in candidates}
     rows = []
     for (name, k), g in fig.groupby(["set", "iterations"], sort=False):
         loss = losses[name][:k]
-        rows.append({"set": name, "method": name.split("_lr")[0], "lr_img": lr[name], "iterations": k,
+        rows.append({"set": name, "method": spec[name][0], "lr_img": spec[name][1], "iterations": k,
                      "val": round(g["val"].mean(), 2), "val_sd": round(results.sample_sd(g["val"]), 2),
                      "test": round(g["test"].mean(), 2), "test_sd": round(results.sample_sd(g["test"]), 2),
                      "n": int(g["seed"].nunique()),
@@ -247,24 +257,27 @@ def run(world: str, world_dirs: dict, work, out, candidates: str, snapshots: str
     work, out = paths.resolve(work), paths.resolve(out)
     torch.set_num_threads(evaluate.num_threads(1))
     folders, losses = distill_candidates(world_dirs, work, cands, snaps, p)
-    # after 0 iterations every candidate of a method holds the same random real pairs: evaluate them once
-    first = {}
-    for name, kept in folders.items():
-        first.setdefault(name.split("_lr")[0], (name, kept[0]))
-    todo = {(name, k): f for name, kept in folders.items() for k, f in kept.items() if k > 0}
-    todo.update({(name, 0): f for name, f in first.values()})
-    runs = evaluate_folders(world_dirs, todo, [CURVE_ENCODER], [CURVE_PROTOCOL], p)
-    for method, (name, _) in first.items():  # the shared start, labelled for every candidate of its method
-        copies = [runs[(runs["set"] == name) & (runs["iterations"] == 0)].assign(set=other)
-                  for other in folders if other.split("_lr")[0] == method and other != name]
-        runs = pd.concat([runs, *copies], ignore_index=True)
-    curve = curve_table(runs, cands, losses)
-    chosen = choose(curve)
+    method_of = {set_name(m, r): m for m, r in cands}
     e = p["evaluate"]
     encoders = [n for n in e["image_encoders"].split(",") if n]
     protocols = [q for q in e["protocol"].split(",") if q]
-    rest = {(r["set"], int(r["iterations"])): folders[r["set"]][int(r["iterations"])] for _, r in chosen.iterrows()}
-    more = evaluate_folders(world_dirs, rest, encoders, protocols, p)
+    world_data = load_world(world_dirs, p, encoders)
+    # after 0 iterations every candidate of a method holds the same random real pairs: evaluate them once
+    first = {}
+    for name, kept in folders.items():
+        first.setdefault(method_of[name], (name, kept[0]))
+    todo = [(name, method_of[name], k, f) for name, kept in folders.items() for k, f in kept.items() if k > 0]
+    todo += [(name, method, 0, f) for method, (name, f) in first.items()]
+    runs = evaluate_folders(world_data, todo, [CURVE_ENCODER], [CURVE_PROTOCOL], p)
+    for method, (name, _) in first.items():  # the shared start, labelled for every candidate of its method
+        copies = [runs[(runs["set"] == name) & (runs["iterations"] == 0)].assign(set=other)
+                  for other in folders if method_of[other] == method and other != name]
+        runs = pd.concat([runs, *copies], ignore_index=True)
+    curve = curve_table(runs, cands, losses)
+    chosen = choose(curve)
+    rest = [(r["set"], r["method"], int(r["iterations"]), folders[r["set"]][int(r["iterations"])])
+            for _, r in chosen.iterrows()]
+    more = evaluate_folders(world_data, rest, encoders, protocols, p)
     # the chosen sets' ConvNet field students are the curve's own: not trained twice
     more = more[~((more["protocol"] == CURVE_PROTOCOL) & (more["image_encoder"] == CURVE_ENCODER))]
     keep = pd.concat([runs.merge(chosen[["set", "iterations"]], on=["set", "iterations"]), more], ignore_index=True)

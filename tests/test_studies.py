@@ -137,3 +137,26 @@ def test_study_deps_cover_every_module_its_notebooks_and_driver_import(name):
     deps = stage["deps"]
     missing = [m for m in sorted(needed) if not any(m == d or m.startswith(d.rstrip("/") + "/") for d in deps)]
     assert not missing, f"{name}: imported but not a dependency: {missing}"
+
+
+def test_the_docs_name_every_study_stage_without_a_lock_entry():
+    """docs/reproducibility.md names the study stages whose committed figures have no lock entry yet (or says there
+    are none)."""
+    params = yaml.safe_load((ROOT / "studies" / "params.yaml").read_text())
+    names = []
+    for name, stage in STAGES.items():
+        if "foreach" not in stage:
+            names.append(name)
+            continue
+        section, _, key = stage["foreach"].strip("${}").partition(".")
+        over = params[section][key] if key else params[section]
+        names += [f"{name}@{k}" for k in (over if isinstance(over, dict) else over)]
+    locked = set(yaml.safe_load((ROOT / "studies" / "dvc.lock").read_text())["stages"])
+    unlocked = sorted(set(names) - locked)
+    text = " ".join((ROOT / "docs" / "reproducibility.md").read_text().split())
+    if not unlocked:
+        assert "every study stage has its lock entry" in text
+        return
+    sentence = text[text.index("Today that is"):].split(".")[0]
+    assert all(f"`{n}`" in sentence for n in unlocked), (unlocked, sentence)
+    assert sentence.count("`") // 2 == len(unlocked), (unlocked, sentence)

@@ -54,3 +54,16 @@ def test_val_figures_take_each_students_best_val_epoch_and_its_test():
     got = tm_curve.val_figures(pd.DataFrame(rows)).set_index("seed")
     assert got.loc[0, "val"] == 3.0 and got.loc[0, "test"] == 20.0
     assert got.loc[1, "val"] == 4.0 and got.loc[1, "test"] == 30.0
+
+
+def test_match_settings_take_params_yaml_tm_section_and_the_candidates_budget_and_lr():
+    from pds import config, tm
+
+    t = config.load()["tm"]
+    s = tm_curve.match_settings(t, 1000, 100)
+    assert (s.iterations, s.lr_img) == (1000, 100.0) and isinstance(s.lr_img, float)
+    for key in ("syn_steps", "expert_epochs", "max_start_epoch", "mini_batch", "rank"):
+        assert getattr(s, key) == t[key] and isinstance(getattr(s, key), int), key
+    for key in ("lr_txt", "lr_lr", "alpha", "lr_sim"):
+        assert getattr(s, key) == float(t[key]) and isinstance(getattr(s, key), float), key
+    assert s.init_lr_image == tm.MatchSettings().init_lr_image  # what params.yaml does not set keeps its default
