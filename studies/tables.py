@@ -233,10 +233,13 @@ def filter_table(folder: Path) -> str:
                       "mismatched among the intersections' pairs", "pairs in the intersections"], rows)
 
 
-def seeds(folder: Path, methods: str = "") -> str:
+def seeds(folder: Path, methods: str = "", baselines: str = "") -> str:
+    """studies.seeds' comparisons.csv: `methods` (PDS's, by default all) minus `baselines` (default: all)."""
     c = pd.read_csv(folder / "comparisons.csv")
     if methods:
         c = c[c["a"].isin(methods.split(","))]
+    if baselines:
+        c = c[c["b"].isin(baselines.split(","))]
     rows = [[f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], _signed(r["diff"]),
              _interval(r["ci_low"], r["ci_high"]), _p(r["p"]),
              _interval(r["one_set_ci_low"], r["one_set_ci_high"]), _p(r["one_set_p"])]

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -170,7 +171,6 @@ def test_no_work_organisation_words_in_the_prose():
 
 @pytest.fixture(scope="module")
 def toyflickr():
-    import pandas as pd
 
     from pds import results, stats
 
@@ -209,7 +209,11 @@ def test_the_front_doors_statements_about_the_default_world_hold():
     m = results.rows(json.loads((ROOT / "results" / "evaluate" / "metrics.json").read_text()), "val").set_index(
         ["protocol", "method", "image_encoder"])["r_mean"]
     text = " ".join(README.split())
-    assert "PDS loses to every coreset under both protocols" in text
+    assert "PDS loses to every coreset under both protocols, also when its own variance over three distillation seeds" \
+        " is counted" in text
+    seeds = pd.read_csv(ROOT / "results" / "seeds" / "toyworld" / "comparisons.csv")
+    coresets = seeds[(seeds["a"] == "pds") & seeds["b"].isin(["random", "herding", "kcenter"])]
+    assert len(coresets) == 18 and (coresets["diff"] < 0).all()
     assert "under the paper's own protocol its mean is below random's on every student (significantly on the ConvNet)" \
         in text  # the seeds study's figures: test_the_seed_statements_hold
     for protocol in ("field", "paper"):
@@ -261,9 +265,30 @@ def test_the_trajectory_matching_paragraph_holds():
     assert all(gain[(p, "pds", e)] < 0 for p in ("field", "paper") for e in ("convnet", "resnet", "vit"))
 
 
+def test_the_default_worlds_seed_statements_hold():
+    """docs/results.md, "PDS over three distillation seeds on this world": recomputed from studies.seeds' files."""
+
+    folder = ROOT / "results" / "seeds" / "toyworld"
+    c = pd.read_csv(folder / "comparisons.csv").set_index(["a", "b", "protocol", "image_encoder"]).sort_index()
+    tree = json.loads((folder / "metrics.json").read_text())
+    text = " ".join(RESULTS_TEXT.split())
+    baselines = ["random", "random_kept", "random_avg", "random_nbr", "herding", "kcenter"]
+    pds = c.loc["pds"].loc[baselines]
+    assert len(pds) == 36 and (pds["diff"] < 0).all()  # below every coreset and control everywhere
+    assert "PDS's mean is below every coreset's and every control's on every student under both protocols" in text
+    for coreset in ("random", "herding", "kcenter"):
+        below = pds.loc[coreset]["ci_high"] < 0
+        assert below.sum() == 5 and not below[("paper", "resnet")], coreset
+    assert "the interval lies below zero in five of the six cells" in text
+    sets = {(p, e): tree[p]["pds"][e] for p in ("field", "paper") for e in ("convnet", "resnet", "vit")}
+    assert sum(v["sd"] > v["sd_students"] for v in sets.values()) == 5
+    top = max(sets, key=lambda k: sets[k]["sd"])
+    assert top == ("paper", "resnet") and f"up to {sets[top]['sd']:.1f} points between sets" in text
+    assert max(sets, key=lambda k: sets[k]["sd"] - sets[k]["sd_students"])[0] == "paper"
+
+
 def test_the_seed_statements_hold():
     """docs/results.md, "Over three distillation seeds": each statement recomputed from studies.seeds' files."""
-    import pandas as pd
 
     folder = ROOT / "results" / "seeds" / "toyflickr"
     c = pd.read_csv(folder / "comparisons.csv").set_index(["a", "b", "protocol", "image_encoder"]).sort_index()
@@ -300,7 +325,6 @@ def test_the_seed_statements_hold():
 
 def test_the_mismatch_statements_hold():
     """docs/results.md, "Mismatched pairs": PDS against random and random_kept at each rate, from runs.csv."""
-    import pandas as pd
 
     from pds import stats
 
@@ -380,7 +404,6 @@ def test_the_default_worlds_budget_statements_hold():
 def _tm_curve(world: str, reference: str):
     """(choice.json, curve.csv, the chosen sets minus random / pds of the reference run: Welch per protocol x
     student), recomputed from the study's files."""
-    import pandas as pd
 
     from pds import stats
     from studies import tables

@@ -47,6 +47,8 @@ def _expanded_outs():
         for key, item in items:
             for out in _out_paths(stage.get("do", stage)):
                 out = out.replace("${item}", str(item)).replace("${key}", str(key))
+                for k, v in (item.items() if isinstance(item, dict) else ()):
+                    out = out.replace(f"${{item.{k}}}", str(v))
                 for section, values in params.items():
                     for k, v in values.items():
                         out = out.replace(f"${{{section}.{k}}}", str(v))
