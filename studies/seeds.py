@@ -8,7 +8,7 @@ embeddings and caption features with the k-means seed and the decoder seed both 
 `studies/params.yaml`'s `seeds.seeds` (students keep notebook 05's seeds), evaluates `pds` and `pds_real` on
 each set, and adds the finished run itself as the set of params.yaml's own seed.
 
-    dvc repro studies/dvc.yaml:seeds_report   # every seed (seeds@<s>), then the report
+    dvc repro studies/dvc.yaml:seeds_report   # every world's seeds (seeds@<world>-<s>), then its report
 
 `report` compares PDS with every baseline of the finished run by Welch's test on set means: the unit is the
 set (one value per set: the mean of its students), against one value per student for the baselines (each on a
