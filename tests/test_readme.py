@@ -285,6 +285,9 @@ def test_the_default_worlds_seed_statements_hold():
     top = max(sets, key=lambda k: sets[k]["sd"])
     assert top == ("paper", "resnet") and f"up to {sets[top]['sd']:.1f} points between sets" in text
     assert max(sets, key=lambda k: sets[k]["sd"] - sets[k]["sd_students"])[0] == "paper"
+    widest = sorted(sets, key=lambda k: sets[k]["sd"])[-2:]  # the figure's "What to see"
+    assert sorted(widest) == [("paper", "convnet"), ("paper", "resnet")]
+    assert "spread most in the paper protocol's ConvNet and ResNet panels" in text
 
 
 def test_the_seed_statements_hold():
