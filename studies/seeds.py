@@ -4,8 +4,8 @@ set as random's covers its subsets.
 A random baseline draws a new subset for every student seed, so its standard deviation includes the choice of
 the set. PDS is one deterministic set per seed of k-means and of the decoder; its students' spread alone says
 nothing about how much another set would differ. This study reruns notebooks 02-05 on a finished run's
-embeddings and caption features with the k-means seed and the decoder seed both set to each seed of
-`studies/params.yaml`'s `seeds.seeds` (students keep notebook 05's seeds), evaluates `pds` and `pds_real` on
+embeddings and caption features with the k-means seed and the decoder seed both set to the seed of each entry
+of `studies/params.yaml`'s `seeds.sets` (students keep notebook 05's seeds), evaluates `pds` and `pds_real` on
 each set, and adds the finished run itself as the set of params.yaml's own seed.
 
     dvc repro studies/dvc.yaml:seeds_report   # every world's seeds (seeds@<world>-<s>), then its report

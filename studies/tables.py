@@ -129,15 +129,21 @@ def chosen_runs(folder: Path) -> tuple[dict, pd.DataFrame]:
     return picks, runs[keep].drop(columns=["set", "iterations"])
 
 
-def chosen(folder: Path, reference: Path, others: str) -> str:
-    """The sets studies.tm_curve chose (`chosen_runs`) minus each of `others` from the reference folder's runs.csv
-    (the same world's pipeline run): difference, 95 % interval, Welch's p."""
+def chosen_comparison(folder: Path, reference: Path, others: str) -> pd.DataFrame:
+    """The sets studies.tm_curve chose (`chosen_runs`) minus each of `others` (comma-separated) from the reference
+    folder's runs.csv (the same world's pipeline run), per protocol x student at the val-selected epoch:
+    `stats.compare_methods`' table (difference, 95 % interval, Welch's p)."""
     picks, ours = chosen_runs(folder)
     ref = pd.read_csv(paths.resolve(reference) / "runs.csv")
     ref = ref[ref["method"].isin(others.split(","))]
     sel = results.select_epochs(pd.concat([ours, ref], ignore_index=True))
     sel = sel[sel["selected_on"] == "val"].drop(columns="selected_on")
-    comp = stats.compare_methods(sel, [(m, o) for m in picks for o in others.split(",")], test="welch")
+    return stats.compare_methods(sel, [(m, o) for m in picks for o in others.split(",")], test="welch")
+
+
+def chosen(folder: Path, reference: Path, others: str) -> str:
+    """`chosen_comparison` as a table."""
+    comp = chosen_comparison(folder, reference, others)
     # the chosen set's r_mean rounded as metrics.json rounds it (2 decimals), so the two files read alike
     rows = [[f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], f"{round(r['mean_a'], 2):.1f}", _signed(r["diff"]),
              _interval(r["ci_low"], r["ci_high"]), _p(r["p"])] for r in comp.to_dict("records")]

@@ -171,7 +171,6 @@ def test_no_work_organisation_words_in_the_prose():
 
 @pytest.fixture(scope="module")
 def toyflickr():
-
     from pds import results, stats
 
     folder = ROOT / "results" / "worlds" / "toyflickr"
@@ -267,7 +266,6 @@ def test_the_trajectory_matching_paragraph_holds():
 
 def test_the_default_worlds_seed_statements_hold():
     """docs/results.md, "PDS over three distillation seeds on this world": recomputed from studies.seeds' files."""
-
     folder = ROOT / "results" / "seeds" / "toyworld"
     c = pd.read_csv(folder / "comparisons.csv").set_index(["a", "b", "protocol", "image_encoder"]).sort_index()
     tree = json.loads((folder / "metrics.json").read_text())
@@ -292,7 +290,6 @@ def test_the_default_worlds_seed_statements_hold():
 
 def test_the_seed_statements_hold():
     """docs/results.md, "Over three distillation seeds": each statement recomputed from studies.seeds' files."""
-
     folder = ROOT / "results" / "seeds" / "toyflickr"
     c = pd.read_csv(folder / "comparisons.csv").set_index(["a", "b", "protocol", "image_encoder"]).sort_index()
     tree = json.loads((folder / "metrics.json").read_text())
@@ -328,7 +325,6 @@ def test_the_seed_statements_hold():
 
 def test_the_mismatch_statements_hold():
     """docs/results.md, "Mismatched pairs": PDS against random and random_kept at each rate, from runs.csv."""
-
     from pds import stats
 
     text = RESULTS_TEXT
@@ -389,7 +385,6 @@ def test_the_default_worlds_budget_statements_hold():
     assert all(a > b for a, b in zip(gap[100], gap[200], strict=True))  # "narrows from M = 100 to M = 200"
     assert sorted(t.index.get_level_values("n_pairs").unique()) == [100, 200]  # M = 500 withdrawn, said so
     assert "M = 500 on the default world is not committed" in text
-    from studies import tables
     abl = tables.ablations(ROOT / "results" / "sweep", "field")  # "real images ahead; mean caption the better target"
     cells = {r.split(" | ")[1]: [[float(v) for v in c.split(" / ")] for c in r.strip(" |").split(" | ")[2:4]]
              for r in abl.splitlines()[2:] if r.startswith("| 100 |") and "reference" not in r}
@@ -406,18 +401,10 @@ def test_the_default_worlds_budget_statements_hold():
 
 def _tm_curve(world: str, reference: str):
     """(choice.json, curve.csv, the chosen sets minus random / pds of the reference run: Welch per protocol x
-    student), recomputed from the study's files."""
-
-    from pds import stats
-    from studies import tables
-
+    student, as docs/results.md's `chosen` tables compute it)."""
     folder = ROOT / "results" / "tm_curve" / world
     choice = json.loads((folder / "choice.json").read_text())
-    _, picked = tables.chosen_runs(folder)  # its selection is tested in tests/test_tables.py
-    ref = pd.read_csv(ROOT / reference / "runs.csv")
-    sel = results.select_epochs(pd.concat([picked, ref[ref["method"].isin(["random", "pds"])]], ignore_index=True))
-    sel = sel[sel["selected_on"] == "val"].drop(columns="selected_on")
-    comp = stats.compare_methods(sel, [(m, o) for m in ("tm", "lors") for o in ("random", "pds")], test="welch")
+    comp = tables.chosen_comparison(folder, ROOT / reference, "random,pds")
     return choice, pd.read_csv(folder / "curve.csv"), comp.set_index(["a", "b", "protocol", "image_encoder"])
 
 

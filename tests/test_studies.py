@@ -1,6 +1,7 @@
 """The studies are DVC stages (studies/dvc.yaml) that write only their own folders: none edits params.yaml or a
 lock file, none runs git, and a user's uncommitted edit to params.yaml survives a study's command."""
 
+import functools
 import os
 import shutil
 import subprocess
@@ -34,31 +35,18 @@ def test_no_make_target_runs_git_checkout_or_dvc_exp():
     assert "git checkout" not in makefile and "dvc exp run" not in makefile
 
 
-def _expanded_outs():
-    """Every out of studies/dvc.yaml with its foreach items and studies/params.yaml's values filled in."""
-    params = yaml.safe_load((ROOT / "studies" / "params.yaml").read_text())
-    for name, stage in STAGES.items():
-        if "foreach" not in stage:
-            items = [(None, None)]
-        else:
-            section = params[stage["foreach"].strip("${}").split(".")[0]]
-            over = section[stage["foreach"].strip("${}").split(".")[1]] if "." in stage["foreach"] else section
-            items = list(over.items()) if isinstance(over, dict) else [(None, i) for i in over]
-        for key, item in items:
-            for out in _out_paths(stage.get("do", stage)):
-                out = out.replace("${item}", str(item)).replace("${key}", str(key))
-                for k, v in (item.items() if isinstance(item, dict) else ()):
-                    out = out.replace(f"${{item.{k}}}", str(v))
-                for section, values in params.items():
-                    for k, v in values.items():
-                        out = out.replace(f"${{{section}.{k}}}", str(v))
-                yield name, out
+@functools.cache
+def _resolved() -> dict[str, list[str]]:
+    """Every stage of studies/dvc.yaml as DVC resolves it (foreach items and params filled in): name -> outs."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {s.name: [o.def_path for o in s.outs] for s in repo.stage.collect("studies/dvc.yaml")}
 
 
 def test_every_study_metrics_file_is_listed_for_dvc_metrics():
     listed = {m.removeprefix("../") for m in STUDIES["metrics"]}
-    outs = list(_expanded_outs())
-    assert all("${" not in out for _, out in outs)
+    outs = [(name, out) for name, stage_outs in _resolved().items() for out in stage_outs]
     for name, out in outs:
         if out.endswith(".json") and "metrics" in out:
             assert out in listed, (name, out)
@@ -144,17 +132,8 @@ def test_study_deps_cover_every_module_its_notebooks_and_driver_import(name):
 def test_the_docs_name_every_study_stage_without_a_lock_entry():
     """docs/reproducibility.md names the study stages whose committed figures have no lock entry yet (or says there
     are none)."""
-    params = yaml.safe_load((ROOT / "studies" / "params.yaml").read_text())
-    names = []
-    for name, stage in STAGES.items():
-        if "foreach" not in stage:
-            names.append(name)
-            continue
-        section, _, key = stage["foreach"].strip("${}").partition(".")
-        over = params[section][key] if key else params[section]
-        names += [f"{name}@{k}" for k in (over if isinstance(over, dict) else over)]
     locked = set(yaml.safe_load((ROOT / "studies" / "dvc.lock").read_text())["stages"])
-    unlocked = sorted(set(names) - locked)
+    unlocked = sorted(set(_resolved()) - locked)
     text = " ".join((ROOT / "docs" / "reproducibility.md").read_text().split())
     if not unlocked:
         assert "every study stage has its lock entry" in text
