@@ -9,7 +9,9 @@ one-line summaries (each notebook's first markdown cell), and, as the last page,
 (docs/answers.md).
 """
 
+import base64
 import html
+import mimetypes
 import pathlib
 import re
 import sys
@@ -21,6 +23,9 @@ from nbconvert import HTMLExporter
 from traitlets.config import Config
 
 ANSWERS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "answers.md"
+# a markdown image's path is relative to the notebook's source (notebooks/), not to the executed copy's folder
+NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
+IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 
 TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
@@ -32,6 +37,25 @@ TEMPLATE = """{%- extends 'index.html.j2' -%}
 ANSWERS_TITLE = "Answers to the exercises"
 NAV_CSS = ("nav.book{font:14px/1.6 sans-serif;margin:8px 0;padding:6px 12px;background:#f4f4f4;border-radius:4px}"
            "nav.book a{color:#0072B2}")
+
+
+def attach_images(cell, name: str, base: pathlib.Path = NOTEBOOKS) -> None:
+    """Turn each local image of a markdown cell (`![alt](path)`, path relative to `base`) into a cell attachment,
+    so that the page embeds it wherever the executed copy lies."""
+    def attach(m):
+        alt, src = m.groups()
+        if re.match(r"[a-z]+:", src):  # data:, attachment:, http(s): left as they are
+            return m.group(0)
+        path = (base / src).resolve()
+        if not path.is_file():
+            raise SystemExit(f"make book: {name} shows {src}, which is not there ({path}); make it first (its "
+                             "study's make target), or remove the image from the notebook.")
+        key = re.sub(r"[^\w.-]+", "_", src.lstrip("./"))  # two folders' curve.png stay two attachments
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        cell.setdefault("attachments", {})[key] = {mime: base64.b64encode(path.read_bytes()).decode("ascii")}
+        return f"![{alt}](attachment:{key})"
+
+    cell.source = IMAGE.sub(attach, cell.source)
 
 
 def build(src: pathlib.Path, out: pathlib.Path, answers: pathlib.Path | None = ANSWERS) -> int:
@@ -48,6 +72,9 @@ def build(src: pathlib.Path, out: pathlib.Path, answers: pathlib.Path | None = A
     for f in files:
         nb = nbformat.read(f, as_version=4)
         nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+        for c in nb.cells:
+            if c.cell_type == "markdown":
+                attach_images(c, f.name)
         first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
         title = next((line[2:].strip() for line in first.splitlines() if line.startswith("# ")), f.stem)
         summary = " ".join(line.lstrip("> ").strip() for line in first.splitlines() if line.startswith(">"))

@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from PIL import Image
 
 from pds import paths
 from pds.paths import ROOT
@@ -213,6 +214,42 @@ def test_the_book_leaves_out_papermills_injected_parameters_and_ends_with_the_an
     book.build(tmp_path / "nb", tmp_path / "book", tmp_path / "none.md")  # no key: no page, no link
     assert not (tmp_path / "book" / "answers.html").exists()
     assert "answers.html" not in parse((tmp_path / "book" / "01_first.html").read_text()).links
+
+
+def test_a_markdown_image_is_embedded_from_the_notebooks_folder_and_a_missing_one_is_named(tmp_path):
+    """Notebook 05 shows the tm_curve study's figures by a path relative to notebooks/; the executed copies lie
+    elsewhere, so the book resolves the path against notebooks/ and embeds the file."""
+    from studies import book
+
+    (tmp_path / "notebooks").mkdir()
+    for world, colour in (("a", (255, 0, 0)), ("b", (0, 0, 255))):
+        (tmp_path / "results" / world).mkdir(parents=True)
+        buf = io.BytesIO()
+        Image.new("RGB", (2, 2), colour).save(buf, format="PNG")
+        (tmp_path / "results" / world / "curve.png").write_bytes(buf.getvalue())
+    cell = new_markdown_cell("Two figures:\n\n![first](../results/a/curve.png)\n\n![second](../results/b/curve.png)\n"
+                             "and a remote one left alone: ![x](https://example.org/x.png)")
+    book.attach_images(cell, "05.ipynb", tmp_path / "notebooks")
+    assert "../results" not in cell.source and "https://example.org/x.png" in cell.source
+    got = {k: base64.b64decode(v["image/png"]) for k, v in cell.attachments.items()}
+    assert len(got) == 2  # same file name in two folders: two attachments
+    assert sorted(got.values()) == sorted((tmp_path / "results" / w / "curve.png").read_bytes() for w in "ab")
+    missing = new_markdown_cell("![gone](../results/c/curve.png)")
+    with pytest.raises(SystemExit, match=r"05.ipynb shows ../results/c/curve.png, which is not there"):
+        book.attach_images(missing, "05.ipynb", tmp_path / "notebooks")
+
+
+def test_notebook_05_shows_both_worlds_iteration_curves_and_the_book_embeds_the_study_files():
+    from studies import book
+
+    nb = nbformat.read(ROOT / "notebooks" / "05_evaluate.ipynb", as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "markdown" and book.IMAGE.search(c.source)]
+    shown = [m.group(2) for c in cells for m in book.IMAGE.finditer(c.source)]
+    assert shown == ["../results/tm_curve/toyworld/curve.png", "../results/tm_curve/toyflickr/curve.png"]
+    for c in cells:
+        book.attach_images(c, "05_evaluate.ipynb")
+    embedded = sorted(base64.b64decode(v["image/png"]) for c in cells for v in c.attachments.values())
+    assert embedded == sorted((ROOT / "notebooks" / src).read_bytes() for src in shown)
 
 
 @needs_make

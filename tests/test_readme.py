@@ -462,3 +462,27 @@ def test_the_tm_curve_statements_on_the_default_world_hold():
     assert "MTT-VL at 500 iterations still collapses on the ResNet" in text
     assert c.loc[("tm", "random", "field", "resnet"), "diff"] < -30
     assert all(c.loc[(m, "random", "paper", e), "ci_high"] < 0 for m in ("tm", "lors") for e in ("resnet", "vit"))
+
+
+def test_notebook_05s_what_to_see_of_the_iteration_curve_holds():
+    """Notebook 05, "Run longer: the iteration curve": what its two figures show, from the curve files they plot."""
+    nb = json.loads((ROOT / "notebooks" / "05_evaluate.ipynb").read_text())
+    text = " ".join(" ".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown").split())
+    assert "most of the gain comes in the first 150 iterations" in text
+    assert "On the default world every candidate's students are best after 500 iterations and lose ground by 1,000 " \
+           "(val chose 500 for both methods)" in text
+    assert "on the realistic world each candidate moves less than half a point between 500 and 1,000 (val chose " \
+           "1,000 for both)" in text
+    assert "no matching loss has stopped falling at 1,000 iterations on either world" in text
+    for world, chosen in (("toyworld", 500), ("toyflickr", 1000)):
+        choice, curve, _ = _tm_curve(world, "results/evaluate" if world == "toyworld" else "results/worlds/toyflickr")
+        test = curve.set_index(["set", "iterations"])["test"]  # the figure's left panel
+        for name in choice["candidates"]:
+            t = {k: test[(name, k)] for k in (0, 150, 500, 1000)}
+            assert t[150] - t[0] > max(t.values()) - t[150], (world, name)
+            if world == "toyworld":
+                assert t[500] > max(t[150], t[1000]), name
+            else:
+                assert abs(t[1000] - t[500]) < 0.5, name
+        assert [choice["chosen"][m]["iterations"] for m in ("tm", "lors")] == [chosen, chosen], world
+        assert all(v["stopped_improving"] is False for v in choice["convergence"].values()), world
