@@ -83,7 +83,7 @@ world: install  ## the realistic world (toyflickr) at M = 100, 200, 500 -> resul
 mismatch: install  ## mismatched-pair sweep on toyflickr (~10 min per rate) -> results/mismatch/
 	$(BIN)/dvc repro $(S)mismatch_report
 
-seeds: install  ## PDS distilled with 3 k-means / decoder seeds on each world at M = 100, against its baselines -> results/seeds/<world>/
+seeds: install  ## PDS distilled with 3 k-means / decoder seeds on each world at M = 100 (toyflickr also at 500), against its baselines -> results/seeds/<report>/
 	$(BIN)/dvc repro $(S)seeds_report
 
 tm-curve: install  ## MTT-VL / LoRS for 1,000 iterations on both worlds, chosen on val (~1 h per world) -> results/tm_curve/

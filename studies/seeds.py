@@ -4,11 +4,12 @@ set as random's covers its subsets.
 A random baseline draws a new subset for every student seed, so its standard deviation includes the choice of
 the set. PDS is one deterministic set per seed of k-means and of the decoder; its students' spread alone says
 nothing about how much another set would differ. This study reruns notebooks 02-05 on a finished run's
-embeddings and caption features with the k-means seed and the decoder seed both set to the seed of each entry
-of `studies/params.yaml`'s `seeds.sets` (students keep notebook 05's seeds), evaluates `pds` and `pds_real` on
-each set, and adds the finished run itself as the set of params.yaml's own seed.
+embeddings and caption features, at that run's budget, with the k-means seed and the decoder seed both set to the
+seed of each entry of `studies/params.yaml`'s `seeds.sets` (students keep notebook 05's seeds), evaluates `pds`
+and `pds_real` on each set, and adds the finished run itself (`seeds.reports`) as the set of params.yaml's own
+seed.
 
-    dvc repro studies/dvc.yaml:seeds_report   # every world's seeds (seeds@<world>-<s>), then its report
+    dvc repro studies/dvc.yaml:seeds_report   # every report's sets (seeds@<report>-<s>), then the report
 
 `report` compares PDS with every baseline of the finished run by Welch's test on set means: the unit is the
 set (one value per set: the mean of its students), against one value per student for the baselines (each on a
@@ -83,7 +84,7 @@ def load_sets(base_runs, seed_runs: dict[int, str | Path], base_seed: int) -> pd
     for s, f in seed_runs.items():
         if int(s) == int(base_seed):
             raise ValueError(f"seed {s} is the finished run's own (base.seed); choose other seeds in "
-                             "studies/params.yaml seeds.seeds.")
+                             "studies/params.yaml seeds.sets.")
         runs = read_runs(f)
         runs = runs[runs["method"].isin(METHODS)].copy()
         if runs.empty:
