@@ -103,9 +103,25 @@ def plateau(loss, window: int = 100, tol: float = 0.01) -> dict:
             "stopped_improving": bool(change > -tol)}
 
 
-def distill_candidates(world_dirs: dict, work: Path, candidates, snapshots, p: dict) -> tuple[dict, dict]:
-    """Experts, then every candidate distilled once with its snapshots saved to work/<set>/it<k>: ({set: {k:
-    folder}}, {set: loss array})."""
+def reuse_experts(folder, features, t: dict, seed: int) -> tm.Experts:
+    """Another run's experts (`folder`: a tm_curve work folder's experts/), refused unless trained on these
+    caption features with params.yaml's expert settings: experts do not depend on the budget M."""
+    artifacts.open_artifact(folder, "experts", [features])
+    experts = tm.load_experts(folder)
+    want = {"n_experts": int(t["n_experts"]), "epochs": int(t["epochs"]), "lr_image": float(t["lr_image"]),
+            "lr_text": float(t["lr_text"]), "seed": seed}
+    got = {"n_experts": experts.n_experts, "epochs": experts.epochs, **{k: experts.settings.get(k) for k in
+                                                                         ("lr_image", "lr_text", "seed")}}
+    if got != want:
+        raise ValueError(f"{folder}: experts trained with {got}, but params.yaml tm: / base.seed say {want}; "
+                         "rerun the stage that made them (or leave out --experts to train new ones).")
+    return experts
+
+
+def distill_candidates(world_dirs: dict, work: Path, candidates, snapshots, p: dict, n_pairs: int,
+                       experts_from=None) -> tuple[dict, dict]:
+    """Experts (trained, or `experts_from`'s: `reuse_experts`), then every candidate distilled once for `n_pairs`
+    pairs with its snapshots saved to work/<set>/it<k>: ({set: {k: folder}}, {set: loss array})."""
     t, seed = p["tm"], int(p["base"]["seed"])
     encoders_dir = world_dirs["encoders"]
     load = functools.partial(models.load_image_encoder, t["encoder"], p["evaluate"]["pretrained"], encoders_dir)
@@ -113,11 +129,15 @@ def distill_candidates(world_dirs: dict, work: Path, candidates, snapshots, p: d
     train, pairs = tm.load_train_pairs(world_dirs["embeddings"], world_dirs["text_features"],
                                        world_dirs["dataset_root"], size)
     features = artifacts.open_artifact(world_dirs["text_features"], "text_features")
-    experts_dir = work / "experts"
-    # as the tm stage: momentum 0, no weight decay, batch 128, one caption per image per epoch, 2 processes
-    experts = tm.train_experts(load, train, int(t["n_experts"]), int(t["epochs"]), float(t["lr_image"]),
-                               float(t["lr_text"]), seed=seed, workers=2)
-    tm.save_experts(experts_dir, experts, [features])
+    if experts_from is not None:
+        experts_dir = paths.resolve(experts_from)
+        experts = reuse_experts(experts_dir, features, t, seed)
+    else:
+        experts_dir = work / "experts"
+        # as the tm stage: momentum 0, no weight decay, batch 128, one caption per image per epoch, 2 processes
+        experts = tm.train_experts(load, train, int(t["n_experts"]), int(t["epochs"]), float(t["lr_image"]),
+                                   float(t["lr_text"]), seed=seed, workers=2)
+        tm.save_experts(experts_dir, experts, [features])
     expert_run = artifacts.open_artifact(experts_dir, "experts", [features])
     enc = models.load_image_encoder(experts.encoder, "none", encoders_dir)  # structure only
     caption_ids = pairs["caption_id"].to_numpy(np.int64)
@@ -135,8 +155,8 @@ def distill_candidates(world_dirs: dict, work: Path, candidates, snapshots, p: d
                 [expert_run, features])
             print(f"{name}: {k} iterations kept" + (f", loss {d.loss[-20:].mean():.3f}" if k else ""), flush=True)
 
-        result = tm.distill(method, experts, enc.model, enc.num_features, train, int(p["base"]["n_pairs"]),
-                            settings, seed, snapshots=snapshots, on_snapshot=save)
+        result = tm.distill(method, experts, enc.model, enc.num_features, train, n_pairs, settings, seed,
+                            snapshots=snapshots, on_snapshot=save)
         losses[name] = result.loss
     return folders, losses
 
@@ -246,8 +266,13 @@ def summary_md(world: str, curve: pd.DataFrame, chosen: pd.DataFrame, metrics: d
     return "\n".join(lines) + "\n"
 
 
-def run(world: str, world_dirs: dict, work, out, candidates: str, snapshots: str, params_file="params.yaml") -> None:
+def run(world: str, world_dirs: dict, work, out, candidates: str, snapshots: str, params_file="params.yaml",
+        n_pairs: int | None = None, experts=None) -> None:
+    """One world at budget `n_pairs` (default params.yaml base.n_pairs); `experts`: reuse another run's."""
     p = config.load(paths.resolve(params_file))
+    n_pairs = int(p["base"]["n_pairs"]) if n_pairs is None else int(n_pairs)
+    if n_pairs < 1:
+        raise ValueError(f"tm_curve --n-pairs {n_pairs}: the budget M must be at least 1.")
     cands = parse_candidates(candidates)
     snaps = sorted({int(s) for s in snapshots.split(",") if s.strip()})
     if not snaps or snaps[0] != 0 or len(snaps) < 2:
@@ -256,7 +281,7 @@ def run(world: str, world_dirs: dict, work, out, candidates: str, snapshots: str
     world_dirs = {k: paths.resolve(v) for k, v in world_dirs.items()}
     work, out = paths.resolve(work), paths.resolve(out)
     torch.set_num_threads(evaluate.num_threads(1))
-    folders, losses = distill_candidates(world_dirs, work, cands, snaps, p)
+    folders, losses = distill_candidates(world_dirs, work, cands, snaps, p, n_pairs, experts)
     method_of = {set_name(m, r): m for m, r in cands}
     e = p["evaluate"]
     encoders = [n for n in e["image_encoders"].split(",") if n]
@@ -281,7 +306,7 @@ def run(world: str, world_dirs: dict, work, out, candidates: str, snapshots: str
     # the chosen sets' ConvNet field students are the curve's own: not trained twice
     more = more[~((more["protocol"] == CURVE_PROTOCOL) & (more["image_encoder"] == CURVE_ENCODER))]
     keep = pd.concat([runs.merge(chosen[["set", "iterations"]], on=["set", "iterations"]), more], ignore_index=True)
-    metrics = results.summarise(keep.drop(columns=["set", "iterations"]), world, int(p["base"]["n_pairs"]),
+    metrics = results.summarise(keep.drop(columns=["set", "iterations"]), world, n_pairs,
                                 list(chosen["method"]))
     convergence = {name: plateau(loss) for name, loss in losses.items()}
     choice = {"chosen": {r["method"]: {"lr_img": float(r["lr_img"]), "iterations": int(r["iterations"]),
@@ -313,9 +338,13 @@ def main(argv=None) -> None:
     r.add_argument("--snapshots", required=True, help="iteration counts, 0 first, the last the budget")
     r.add_argument("--work", required=True)
     r.add_argument("--out", required=True)
+    r.add_argument("--n-pairs", type=int, default=None, help="the budget M (default: params.yaml base.n_pairs)")
+    r.add_argument("--experts", default=None, help="reuse these experts (another run's work/experts) instead of "
+                   "training them")
     a = ap.parse_args(argv)
     run(a.world, {"embeddings": a.embeddings, "text_features": a.text_features, "dataset_root": a.dataset_root,
-                  "encoders": a.encoders}, a.work, a.out, a.candidates, a.snapshots)
+                  "encoders": a.encoders}, a.work, a.out, a.candidates, a.snapshots, n_pairs=a.n_pairs,
+        experts=a.experts)
 
 
 if __name__ == "__main__":

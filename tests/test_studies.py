@@ -52,7 +52,7 @@ def test_every_study_metrics_file_is_listed_for_dvc_metrics():
             assert out in listed, (name, out)
         elif name.startswith("mismatch@") and out.startswith("results/"):
             assert f"{out}/metrics.json" in listed, (name, out)
-        elif name.startswith("tm_curve@") and (ROOT / out / "metrics.json").is_file():  # once its stage has run
+        elif name.startswith(("tm_curve@", "tm_budget@")) and (ROOT / out / "metrics.json").is_file():  # once run
             assert {f"{out}/metrics.json", f"{out}/choice.json"} <= listed, (name, out)
         elif "ablations" in name:  # the variants whose file exists (a stage not yet run may lack one)
             assert {f"{out}/{v}.json" for v in ABLATIONS if (ROOT / out / f"{v}.json").is_file()} <= listed, name
