@@ -486,3 +486,52 @@ def test_notebook_05s_what_to_see_of_the_iteration_curve_holds():
                 assert abs(t[1000] - t[500]) < 0.5, name
         assert [choice["chosen"][m]["iterations"] for m in ("tm", "lors")] == [chosen, chosen], world
         assert all(v["stopped_improving"] is False for v in choice["convergence"].values()), world
+
+
+def test_the_seed_statements_at_m500_hold():
+    """docs/results.md, "At M = 500, over three distillation seeds": recomputed from studies.seeds' files."""
+    folder = ROOT / "results" / "seeds" / "toyflickr-m500"
+    c = pd.read_csv(folder / "comparisons.csv").set_index(["a", "b", "protocol", "image_encoder"]).sort_index()
+    tree = json.loads((folder / "metrics.json").read_text())
+    assert tree["n_pairs"] == 500 and tree["sets"] == 3
+    text = " ".join(RESULTS_TEXT.split())
+    encs = ("convnet", "resnet", "vit")
+    rnd = c.loc[("pds", "random")]
+    assert (rnd["diff"] < 0).all() and len(rnd) == 6
+    below = rnd["ci_high"] < 0
+    assert sorted(k for k, v in below.items() if v) == [("field", "resnet"), ("paper", "convnet"),
+                                                        ("paper", "resnet"), ("paper", "vit")]
+    ps = " and ".join(f"{rnd.loc[('field', e), 'p']:.2f}" for e in ("convnet", "vit"))
+    assert f"includes zero on the ConvNet and the ViT under the field protocol (p = {ps})" in text
+    assert "PDS's mean is below random's on every student under both protocols" in text
+    controls = c.loc[pd.IndexSlice["pds", ["random_kept", "random_avg", "random_nbr"], :, :], :]
+    assert len(controls) == 18 and (controls["ci_high"] < 0).all()
+    assert "Every control is ahead of PDS** on every student under both protocols, each of the 18 intervals" in text
+    significant_above = sorted(k for k, v in (c.loc["pds"]["ci_low"] > 0).items() if v)
+    assert significant_above == [("kcenter", "field", "convnet"), ("kcenter", "field", "vit")]
+    kc = c.loc[("pds", "kcenter", "paper")]
+    assert sorted(e for e in encs if kc.loc[e, "ci_high"] < 0) == ["convnet", "resnet"]
+    assert "PDS is significantly above one baseline only, k-center**, under the field protocol on the ConvNet and " \
+           "the ViT; under the paper's protocol k-center is significantly ahead of PDS on the ConvNet and the ResNet" \
+           in text
+    sets = {(p, e): tree[p]["pds"][e] for p in ("field", "paper") for e in encs}
+    top = max(sets, key=lambda k: sets[k]["sd"])
+    assert top == ("paper", "resnet") and f"at most {sets[top]['sd']:.1f} points (paper protocol, ResNet)" in text
+    assert f"differences to random of up to {-rnd['diff'].min():.1f}" in text
+    real = c.loc[("pds_real", "random")]
+    assert len(real) == 6 and ((real["ci_low"] < 0) & (real["ci_high"] > 0)).all()
+    assert "Real images at the same prototypes are level with random** on every student" in text
+    # the figure's What to see: every PDS set mean below each of those four baselines' mean, in every panel. With
+    # n = 3 values, none lies further than sd * (n - 1) / sqrt(n) from their mean: a bound from the files alone.
+    assert "PDS's three dots (one per distilled set) lie close together and below the random, `random_kept`, " \
+           "`random_avg` and `random_nbr` bars" in text
+    for (p, e), v in sets.items():
+        highest = v["r_mean"] + v["sd"] * 2 / 3 ** 0.5
+        for b in ("random", "random_kept", "random_avg", "random_nbr"):
+            assert highest < c.loc[("pds", b, p, e), "mean_b"], (p, e, b)
+    assert all(abs(c.loc[("pds_real", "random", p, e), "diff"]) < 2 for p in ("field", "paper") for e in encs)
+    readme = " ".join(README.split())
+    assert "At M = 500 on `toyflickr` random pairs and every control are ahead of PDS on every student under both " \
+           "protocols, also over three distillation seeds (significantly against every control and, under the " \
+           "paper's protocol, against random), while real images at the same prototypes are level with random" in readme
+    assert below.loc["paper"].all()  # "under the paper's protocol, against random"
