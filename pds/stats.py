@@ -54,6 +54,27 @@ def mean_difference(a: Sequence[float], b: Sequence[float], paired: bool = False
             "test": "paired" if paired else "welch", "n_a": len(a), "n_b": len(b), "df": df}
 
 
+def welch_from_summary(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b: int,
+                       confidence: float = 0.95) -> dict:
+    """`mean_difference`'s unpaired (Welch) result from each group's mean, sample sd (ddof = 1) and count alone:
+    what a metrics.json cell holds (r_mean, sd, n), for runs whose per-student rows are not at hand."""
+    if n_a < 2 or n_b < 2:
+        raise ValueError(f"a t-test needs at least 2 values per group, got n = {n_a} and {n_b}; run more seeds.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence} must lie in (0, 1), e.g. 0.95.")
+    va, vb = sd_a ** 2 / n_a, sd_b ** 2 / n_b
+    se = float(np.sqrt(va + vb))
+    diff = float(mean_a - mean_b)
+    if se == 0:
+        return {"diff": diff, "ci_low": diff, "ci_high": diff, "p": float("nan"), "test": "welch", "n_a": n_a,
+                "n_b": n_b, "df": float("nan")}
+    df = float((va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1)))
+    p = stats.ttest_ind_from_stats(mean_a, sd_a, n_a, mean_b, sd_b, n_b, equal_var=False).pvalue
+    half = float(stats.t.ppf(0.5 + confidence / 2, df) * se)
+    return {"diff": diff, "ci_low": diff - half, "ci_high": diff + half, "p": float(p), "test": "welch",
+            "n_a": n_a, "n_b": n_b, "df": df}
+
+
 def compare_methods(selected: pd.DataFrame, pairs: Sequence[tuple[str, str]], test: str = "welch",
                     metric: str = "r_mean", confidence: float = 0.95) -> pd.DataFrame:
     """Method A minus method B on every protocol x image encoder where both ran.

@@ -13,8 +13,8 @@ at each M), `mismatch` (the mismatched-pair sweep's p<rate>/metrics.json: r_mean
 `filter` (its p<rate>/filter.json: where the mismatched pairs go), `seeds [<method,...>]` (studies.seeds'
 comparisons.csv: PDS's set means against each baseline), `ablations <protocol>` (a study folder's ablations_<M>/:
 decoded or real images at the prototypes, averaged or retrieved caption as target), `curve` (studies.tm_curve's
-curve.csv, the chosen set in bold), `chosen <reference folder> <method,...>` (the sets studies.tm_curve chose
-against those methods of the same world's run).
+curve.csv, the chosen set in bold), `chosen <reference folder or metrics file> <method,...>` (the sets
+studies.tm_curve chose against those methods of the same world's run).
 
     python -m studies.tables docs/results.md        # rewrite every table in place
     python -m studies.tables --check docs/*.md      # exit 1 if a page differs from what its files give (tests)
@@ -132,13 +132,36 @@ def chosen_runs(folder: Path) -> tuple[dict, pd.DataFrame]:
 def chosen_comparison(folder: Path, reference: Path, others: str) -> pd.DataFrame:
     """The sets studies.tm_curve chose (`chosen_runs`) minus each of `others` (comma-separated) from the reference
     folder's runs.csv (the same world's pipeline run), per protocol x student at the val-selected epoch:
-    `stats.compare_methods`' table (difference, 95 % interval, Welch's p)."""
+    `stats.compare_methods`' table (difference, 95 % interval, Welch's p). A reference that is a metrics file
+    (`*.json`: a budget sweep's, whose runs stay in its DVC-cached work folder) gives the same test from both
+    sides' metrics.json (r_mean, sd, n: `stats.welch_from_summary`)."""
+    if str(reference).endswith(".json"):
+        return _chosen_from_metrics(folder, paths.resolve(reference), others.split(","))
     picks, ours = chosen_runs(folder)
     ref = pd.read_csv(paths.resolve(reference) / "runs.csv")
     ref = ref[ref["method"].isin(others.split(","))]
     sel = results.select_epochs(pd.concat([ours, ref], ignore_index=True))
     sel = sel[sel["selected_on"] == "val"].drop(columns="selected_on")
     return stats.compare_methods(sel, [(m, o) for m in picks for o in others.split(",")], test="welch")
+
+
+def _chosen_from_metrics(folder: Path, reference: Path, others: list[str]) -> pd.DataFrame:
+    ours, ref = data.load_json(folder / "metrics.json"), data.load_json(reference)
+    if ours["n_pairs"] != ref["n_pairs"]:
+        raise ValueError(f"{folder}/metrics.json is at M = {ours['n_pairs']} but {reference} at M = "
+                         f"{ref['n_pairs']}; compare sets of one budget.")
+    rows = []
+    for a in data.load_json(folder / "choice.json")["chosen"]:
+        for b in others:
+            for protocol in (q for q in ours if isinstance(ours[q], dict) and a in ours[q]):
+                for enc, x in ours[protocol][a].items():
+                    y = ref.get(protocol, {}).get(b, {}).get(enc)
+                    if y is None:
+                        continue
+                    r = stats.welch_from_summary(x["r_mean"], x["sd"], x["n"], y["r_mean"], y["sd"], y["n"])
+                    rows.append({"protocol": protocol, "image_encoder": enc, "a": a, "b": b, "mean_a": x["r_mean"],
+                                 "mean_b": y["r_mean"], **r})
+    return pd.DataFrame(rows)
 
 
 def chosen(folder: Path, reference: Path, others: str) -> str:

@@ -49,6 +49,19 @@ def test_agrees_with_scipy(seed):
     assert (r["ci_low"], r["ci_high"]) == pytest.approx(tuple(rel.confidence_interval(0.95)))
 
 
+def test_welch_from_summary_by_hand_and_against_the_raw_values():
+    r = stats.welch_from_summary(2.5, math.sqrt(5 / 3), 4, 4.0, 2.0, 3)  # A and B's means, sample sds, counts
+    assert r == pytest.approx(stats.mean_difference(A, B))
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(20, 2, size=3), rng.normal(18, 3, size=9)
+    got = stats.welch_from_summary(a.mean(), a.std(ddof=1), 3, b.mean(), b.std(ddof=1), 9, confidence=0.9)
+    assert got == pytest.approx(stats.mean_difference(a, b, confidence=0.9))
+    flat = stats.welch_from_summary(3.0, 0.0, 3, 1.0, 0.0, 3)
+    assert (flat["ci_low"], flat["ci_high"]) == (2.0, 2.0) and math.isnan(flat["p"])
+    with pytest.raises(ValueError, match="at least 2 values per group, got n = 1"):
+        stats.welch_from_summary(1.0, 0.5, 1, 2.0, 0.5, 3)
+
+
 def test_no_spread_gives_no_test_and_bad_input_is_refused():
     r = stats.mean_difference([1.0, 1.0], [3.0, 3.0])
     assert (r["ci_low"], r["ci_high"]) == (-2.0, -2.0) and math.isnan(r["p"])

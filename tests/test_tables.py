@@ -101,3 +101,20 @@ def test_curve_and_chosen_read_the_tm_curve_files(tmp_path):
     pd.DataFrame(_runs("random", [2.0, 3.0, 4.0]) + _runs("pds", [1.0, 1.0, 2.0])).to_csv(ref / "runs.csv", index=False)
     got = tables.chosen(study, ref, "random")
     assert "| tm − random | field | convnet | 6.0 | +3.0 |" in got and "pds" not in got
+
+
+def test_chosen_against_a_metrics_file_agrees_with_the_same_test_on_the_runs():
+    """A budget sweep keeps its runs in a DVC-cached work folder, so its metrics file is the reference there; on the
+    realistic world's M = 100 run, where both are committed, the two routes agree up to metrics.json's rounding."""
+    from pds.paths import ROOT
+
+    study, world = ROOT / "results" / "tm_curve" / "toyflickr", ROOT / "results" / "worlds" / "toyflickr"
+    runs = tables.chosen_comparison(study, world, "random,pds").set_index(["a", "b", "protocol", "image_encoder"])
+    summ = tables.chosen_comparison(study, world / "metrics.json", "random,pds")
+    summ = summ.set_index(["a", "b", "protocol", "image_encoder"])
+    assert len(summ) == len(runs) == 24 and list(summ.index) == list(runs.index)
+    for col in ("diff", "ci_low", "ci_high"):
+        assert (summ[col] - runs[col]).abs().max() < 0.05, col
+    assert ((summ["p"] < 0.05) == (runs["p"] < 0.05)).all()
+    with pytest.raises(ValueError, match="at M = 100 but .*metrics_500.json at M = 500"):
+        tables.chosen_comparison(study, world / "sweep" / "metrics_500.json", "random")
