@@ -535,3 +535,55 @@ def test_the_seed_statements_at_m500_hold():
            "protocols, also over three distillation seeds (significantly against every control and, under the " \
            "paper's protocol, against random), while real images at the same prototypes are level with random" in readme
     assert below.loc["paper"].all()  # "under the paper's protocol, against random"
+
+
+def test_the_tm_budget_statements_at_m500_hold():
+    """docs/results.md, "At M = 500 on toyflickr" (trajectory matching): from results/tm_curve/toyflickr-m500 and
+    the worlds@500 run's metrics file, as the docs' `chosen` table computes them."""
+    folder = ROOT / "results" / "tm_curve" / "toyflickr-m500"
+    choice = json.loads((folder / "choice.json").read_text())
+    assert json.loads((folder / "metrics.json").read_text())["n_pairs"] == 500
+    c = tables.chosen_comparison(folder, ROOT / "results" / "worlds" / "toyflickr" / "sweep" / "metrics_500.json",
+                                 "random,pds,random_avg").set_index(["a", "b", "protocol", "image_encoder"]).sort_index()
+    text = " ".join(RESULTS_TEXT.split())
+    encs = ("convnet", "resnet", "vit")
+    assert [choice["chosen"][m]["iterations"] for m in ("tm", "lors")] == [1000, 1000]
+    assert (choice["chosen"]["tm"]["lr_img"], choice["chosen"]["lors"]["lr_img"]) == (1000, 100)
+    assert "Val again chose **1,000 iterations for both methods**, with the matching loss still falling (about " \
+           "2.5 % per 100 iterations at the end)" in text
+    assert all(not v["stopped_improving"] and -0.03 < v["change"] < -0.02 for v in choice["convergence"].values())
+    assert "LoRS stays ahead of PDS on every student under both protocols, but no longer ahead of random pairs off " \
+           "the ConvNet**" in text
+    assert all(c.loc[("lors", "pds", p, e), "ci_low"] > 0 for p in ("field", "paper") for e in encs)
+    r = c.loc[("lors", "random")]
+    m100 = tables.chosen_comparison(ROOT / "results" / "tm_curve" / "toyflickr", ROOT / "results" / "worlds" /
+                                    "toyflickr", "random").set_index(["a", "b", "protocol", "image_encoder"])
+    assert (f"it leads random by {r.loc[('field', 'convnet'), 'diff']:.1f} points on the ConvNet "
+            f"({m100.loc[('lors', 'random', 'field', 'convnet'), 'diff']:.1f} at M = 100), is level on the ViT and "
+            f"{-r.loc[('field', 'resnet'), 'diff']:.1f} below on the ResNet") in text
+    assert r.loc[("field", "convnet"), "ci_low"] > 0 and r.loc[("field", "resnet"), "ci_high"] < 0
+    assert r.loc[("field", "vit"), "ci_low"] < 0 < r.loc[("field", "vit"), "ci_high"]
+    assert (r.loc["paper", "diff"] < 0).all() and (r.loc["paper", "ci_high"] < 0).tolist() == [True, False, False]
+    avg = c.loc[("lors", "random_avg")]
+    assert f"LoRS leads only on the ConvNet under the field protocol (+{avg.loc[('field', 'convnet'), 'diff']:.1f})" \
+           in text
+    assert sorted(k for k, v in (avg["ci_low"] > 0).items() if v) == [("field", "convnet")]
+    assert sorted(k for k, v in (avg["ci_high"] < 0).items() if v) == [("field", "resnet"), ("paper", "convnet"),
+                                                                       ("paper", "resnet")]
+    tm = c.loc["tm"]
+    ahead = sorted(k for k, v in (tm["ci_low"] > 0).items() if v)
+    assert ahead == [("pds", "field", "convnet"), ("pds", "paper", "convnet"), ("random", "field", "convnet"),
+                     ("random_avg", "field", "convnet")]
+    assert "MTT-VL is ahead of PDS on the ConvNet under both protocols and of random on the ConvNet under the field " \
+           "protocol only**; on every other student it is below both" in text
+    others = tm.loc[["pds", "random"]].drop(index=[("pds", "field", "convnet"), ("pds", "paper", "convnet"),
+                                                   ("random", "field", "convnet")])
+    assert (others["ci_high"] < 0).all()
+    seeds500 = json.loads((ROOT / "results" / "seeds" / "toyflickr-m500" / "metrics.json").read_text())
+    assert max(seeds500[p]["pds"][e]["sd"] for p in ("field", "paper") for e in encs) < 1.45  # "at most 1.4"
+    readme = " ".join(README.split())
+    assert "At M = 500 on `toyflickr` LoRS stays ahead of PDS on every student under both protocols, but falls below " \
+           "random pairs on the ResNet under the field protocol and on the ConvNet under the paper's, and MTT-VL " \
+           "leads random on the ConvNet under the field protocol only." in readme
+    assert r.loc[("paper", "convnet"), "ci_high"] < 0
+    assert sorted(k for k, v in (tm.loc["random"]["ci_low"] > 0).items() if v) == [("field", "convnet")]
