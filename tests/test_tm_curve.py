@@ -67,3 +67,28 @@ def test_match_settings_take_params_yaml_tm_section_and_the_candidates_budget_an
     for key in ("lr_txt", "lr_lr", "alpha", "lr_sim"):
         assert getattr(s, key) == float(t[key]) and isinstance(getattr(s, key), float), key
     assert s.init_lr_image == tm.MatchSettings().init_lr_image  # what params.yaml does not set keeps its default
+
+
+def test_reuse_experts_takes_a_runs_experts_only_with_its_settings_and_caption_features(tmp_path):
+    from pds import artifacts, tm
+
+    def features(name, value):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "text.npy").write_bytes(value)
+        artifacts.write_manifest(folder, "text_features", ["text.npy"])
+        return artifacts.open_artifact(folder, "text_features")
+
+    ours, other = features("features", b"ours"), features("other", b"other")
+    settings = {"lr_image": 0.1, "lr_text": 0.1, "seed": 42}
+    experts = tm.Experts(np.zeros((2, 3, 5), np.float32), 3, "convnet", 4, 8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+                         np.zeros((2, 2)), settings)
+    tm.save_experts(tmp_path / "experts", experts, [ours])
+    t = {"n_experts": 2, "epochs": 2, "lr_image": 0.1, "lr_text": 0.1}
+    got = tm_curve.reuse_experts(tmp_path / "experts", ours, t, 42)
+    assert (got.n_experts, got.epochs, got.settings["seed"]) == (2, 2, 42)
+    for bad, seed in (({**t, "lr_image": 0.2}, 42), ({**t, "n_experts": 4}, 42), (t, 7)):
+        with pytest.raises(ValueError, match="experts trained with .* but params.yaml tm: / base.seed say"):
+            tm_curve.reuse_experts(tmp_path / "experts", ours, bad, seed)
+    with pytest.raises(ValueError):  # trained on other caption features
+        tm_curve.reuse_experts(tmp_path / "experts", other, t, 42)
