@@ -119,10 +119,13 @@ def reuse_experts(folder, features, t: dict, seed: int) -> tm.Experts:
 
 
 def distill_candidates(world_dirs: dict, work: Path, candidates, snapshots, p: dict, n_pairs: int,
-                       experts_from=None) -> tuple[dict, dict]:
-    """Experts (trained, or `experts_from`'s: `reuse_experts`), then every candidate distilled once for `n_pairs`
-    pairs with its snapshots saved to work/<set>/it<k>: ({set: {k: folder}}, {set: loss array})."""
+                       experts_from=None, distill_seed: int | None = None) -> tuple[dict, dict]:
+    """Experts (trained, or `experts_from`'s: `reuse_experts`; seed base.seed), then every candidate distilled
+    once for `n_pairs` pairs with seed `distill_seed` (default base.seed: its initial pairs and its draws of
+    experts, start epochs and batches) and its snapshots saved to work/<set>/it<k>: ({set: {k: folder}},
+    {set: loss array})."""
     t, seed = p["tm"], int(p["base"]["seed"])
+    distill_seed = seed if distill_seed is None else int(distill_seed)
     encoders_dir = world_dirs["encoders"]
     load = functools.partial(models.load_image_encoder, t["encoder"], p["evaluate"]["pretrained"], encoders_dir)
     size = load().image_size
@@ -155,7 +158,7 @@ def distill_candidates(world_dirs: dict, work: Path, candidates, snapshots, p: d
                 [expert_run, features])
             print(f"{name}: {k} iterations kept" + (f", loss {d.loss[-20:].mean():.3f}" if k else ""), flush=True)
 
-        result = tm.distill(method, experts, enc.model, enc.num_features, train, n_pairs, settings, seed,
+        result = tm.distill(method, experts, enc.model, enc.num_features, train, n_pairs, settings, distill_seed,
                             snapshots=snapshots, on_snapshot=save)
         losses[name] = result.loss
     return folders, losses
@@ -267,8 +270,9 @@ def summary_md(world: str, curve: pd.DataFrame, chosen: pd.DataFrame, metrics: d
 
 
 def run(world: str, world_dirs: dict, work, out, candidates: str, snapshots: str, params_file="params.yaml",
-        n_pairs: int | None = None, experts=None) -> None:
-    """One world at budget `n_pairs` (default params.yaml base.n_pairs); `experts`: reuse another run's."""
+        n_pairs: int | None = None, experts=None, seed: int | None = None) -> None:
+    """One world at budget `n_pairs` (default params.yaml base.n_pairs); `experts`: reuse another run's; `seed`:
+    the distillation's (default base.seed; students keep theirs)."""
     p = config.load(paths.resolve(params_file))
     n_pairs = int(p["base"]["n_pairs"]) if n_pairs is None else int(n_pairs)
     if n_pairs < 1:
@@ -281,7 +285,7 @@ def run(world: str, world_dirs: dict, work, out, candidates: str, snapshots: str
     world_dirs = {k: paths.resolve(v) for k, v in world_dirs.items()}
     work, out = paths.resolve(work), paths.resolve(out)
     torch.set_num_threads(evaluate.num_threads(1))
-    folders, losses = distill_candidates(world_dirs, work, cands, snaps, p, n_pairs, experts)
+    folders, losses = distill_candidates(world_dirs, work, cands, snaps, p, n_pairs, experts, seed)
     method_of = {set_name(m, r): m for m, r in cands}
     e = p["evaluate"]
     encoders = [n for n in e["image_encoders"].split(",") if n]
@@ -341,10 +345,11 @@ def main(argv=None) -> None:
     r.add_argument("--n-pairs", type=int, default=None, help="the budget M (default: params.yaml base.n_pairs)")
     r.add_argument("--experts", default=None, help="reuse these experts (another run's work/experts) instead of "
                    "training them")
+    r.add_argument("--seed", type=int, default=None, help="the distillation's seed (default: params.yaml base.seed)")
     a = ap.parse_args(argv)
     run(a.world, {"embeddings": a.embeddings, "text_features": a.text_features, "dataset_root": a.dataset_root,
                   "encoders": a.encoders}, a.work, a.out, a.candidates, a.snapshots, n_pairs=a.n_pairs,
-        experts=a.experts)
+        experts=a.experts, seed=a.seed)
 
 
 if __name__ == "__main__":
