@@ -14,7 +14,8 @@ at each M), `mismatch` (the mismatched-pair sweep's p<rate>/metrics.json: r_mean
 comparisons.csv: PDS's set means against each baseline), `ablations <protocol>` (a study folder's ablations_<M>/:
 decoded or real images at the prototypes, averaged or retrieved caption as target), `curve` (studies.tm_curve's
 curve.csv, the chosen set in bold), `chosen <reference folder or metrics file> <method,...>` (the sets
-studies.tm_curve chose against those methods of the same world's run).
+studies.tm_curve chose against those methods of the same world's run), `sets <set folder,...> <method,...>`
+(MTT-VL's and LoRS's chosen sets over several distillation seeds against those methods' students).
 
     python -m studies.tables docs/results.md        # rewrite every table in place
     python -m studies.tables --check docs/*.md      # exit 1 if a page differs from what its files give (tests)
@@ -164,6 +165,44 @@ def _chosen_from_metrics(folder: Path, reference: Path, others: list[str]) -> pd
     return pd.DataFrame(rows)
 
 
+def sets_comparison(reference: Path, set_folders: list[Path], others: str) -> pd.DataFrame:
+    """MTT-VL / LoRS over several distillation seeds (`set_folders`: studies.tm_curve outputs of one world and
+    budget, each its chosen sets): per method x protocol x student, the mean of the set means (each set's students
+    averaged at their val-selected epochs), their sample sd, and Welch's test of the set means against each of
+    `others`' students in the reference folder's runs.csv, as studies.seeds compares PDS's sets."""
+    means = []
+    for folder in set_folders:
+        _, ours = chosen_runs(paths.resolve(folder))
+        sel = results.select_epochs(ours)
+        sel = sel[sel["selected_on"] == "val"]
+        means.append(sel.groupby(["protocol", "method", "image_encoder"])["r_mean"].mean().rename(str(folder)))
+    means = pd.concat(means, axis=1)
+    if means.isna().any().any():
+        raise ValueError(f"{', '.join(map(str, set_folders))}: not every set has every method, protocol and student.")
+    ref = pd.read_csv(paths.resolve(reference) / "runs.csv")
+    ref = results.select_epochs(ref[ref["method"].isin(others.split(","))])
+    ref = ref[ref["selected_on"] == "val"]
+    rows = []
+    for (protocol, method, enc), v in means.iterrows():
+        for b in others.split(","):
+            vb = ref[(ref["protocol"] == protocol) & (ref["image_encoder"] == enc) & (ref["method"] == b)]["r_mean"]
+            r = stats.mean_difference(v.to_numpy(), vb.to_numpy())
+            rows.append({"a": method, "b": b, "protocol": protocol, "image_encoder": enc, "mean_a": float(v.mean()),
+                         "sd_sets": float(v.std(ddof=1)), "n_sets": len(v), "mean_b": float(vb.mean()), **r})
+    order = {"field": 0, "paper": 1}
+    return pd.DataFrame(rows).sort_values(["a", "b", "protocol", "image_encoder"], key=lambda c: c.map(order)
+                                          if c.name == "protocol" else c, kind="stable", ignore_index=True)
+
+
+def sets(reference: Path, set_folders: str, others: str) -> str:
+    """`sets_comparison` as a table."""
+    comp = sets_comparison(reference, [Path(f) for f in set_folders.split(",")], others)
+    rows = [[f"{r['a']} − {r['b']}", r["protocol"], r["image_encoder"], f"{r['mean_a']:.1f}", f"{r['sd_sets']:.1f}",
+             _signed(r["diff"]), _interval(r["ci_low"], r["ci_high"]), _p(r["p"])] for r in comp.to_dict("records")]
+    return _markdown(["difference", "protocol", "student", "r_mean (mean of sets)", "sd (sets)", "difference",
+                      "95 % interval (sets)", "p (Welch)"], rows)
+
+
 def chosen(folder: Path, reference: Path, others: str) -> str:
     """`chosen_comparison` as a table."""
     comp = chosen_comparison(folder, reference, others)
@@ -296,7 +335,7 @@ def render(spec: str) -> str:
 
 
 STUDY_KINDS = {"budget": budget, "ablations": ablations, "mismatch": mismatch, "filter": filter_table, "seeds": seeds,
-               "curve": curve, "chosen": chosen}
+               "curve": curve, "chosen": chosen, "sets": sets}
 
 
 def update(text: str) -> str:

@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from pds import stats
 from studies import tables
 
 
@@ -118,3 +119,29 @@ def test_chosen_against_a_metrics_file_agrees_with_the_same_test_on_the_runs():
     assert ((summ["p"] < 0.05) == (runs["p"] < 0.05)).all()
     with pytest.raises(ValueError, match="at M = 100 but .*metrics_500.json at M = 500"):
         tables.chosen_comparison(study, world / "sweep" / "metrics_500.json", "random")
+
+
+def test_sets_compares_the_set_means_of_several_distillations_with_the_baselines_students(tmp_path):
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    pd.DataFrame(_runs("random", [2.0, 3.0, 4.0])).to_csv(ref / "runs.csv", index=False)
+    folders = []
+    for k, students in enumerate(([5.0, 6.0, 7.0], [7.0, 8.0, 9.0], [9.0, 9.0, 12.0])):
+        f = tmp_path / f"s{k}"
+        f.mkdir()
+        (f / "choice.json").write_text(json.dumps({"chosen": {"lors": {"lr_img": 100.0, "iterations": 500}}}))
+        pd.DataFrame(_runs("lors", [0.0, 0.0, 0.0], set="lors_lr100", iterations=1000)  # not chosen: left out
+                     + _runs("lors", students, set="lors_lr100", iterations=500)).to_csv(f / "runs.csv", index=False)
+        folders.append(f)
+    got = tables.sets_comparison(ref, folders, "random").iloc[0]
+    naive = stats.mean_difference([6.0, 8.0, 10.0], [2.0, 3.0, 4.0])  # the three set means against the students
+    assert (got["a"], got["b"], got["n_sets"]) == ("lors", "random", 3)
+    assert got["mean_a"] == pytest.approx(8.0) and got["sd_sets"] == pytest.approx(2.0)
+    for k in ("diff", "ci_low", "ci_high", "p"):
+        assert got[k] == pytest.approx(naive[k]), k
+    table = tables.sets(ref, ",".join(map(str, folders)), "random")
+    assert "| lors − random | field | convnet | 8.0 | 2.0 | +5.0 |" in table
+    (folders[2] / "runs.csv").write_text(pd.DataFrame(_runs("tm", [1.0, 2.0, 3.0], set="lors_lr100",
+                                                            iterations=500)).to_csv(index=False))
+    with pytest.raises(ValueError, match="not every set has every method"):
+        tables.sets_comparison(ref, folders, "random")
