@@ -86,7 +86,7 @@ mismatch: install  ## mismatched-pair sweep on toyflickr (~10 min per rate) -> r
 seeds: install  ## PDS distilled with 3 k-means / decoder seeds on each world at M = 100 (toyflickr also at 500), against its baselines -> results/seeds/<report>/
 	$(BIN)/dvc repro $(S)seeds_report
 
-tm-curve: install  ## MTT-VL / LoRS for 1,000 iterations on both worlds, chosen on val (~1 h per world), and at M = 500 on toyflickr -> results/tm_curve/
+tm-curve: install  ## MTT-VL / LoRS for 1,000 iterations on both worlds, chosen on val (~1 h per world); on toyflickr also at M = 500 and with seeds 43, 44 -> results/tm_curve/
 	$(BIN)/dvc repro --glob 'studies/dvc.yaml:tm_curve@*' 'studies/dvc.yaml:tm_budget@*'
 
 calibration: install  ## the realistic world's calibration candidates (baselines only) -> results/calibration/
