@@ -312,7 +312,7 @@ def seeds(folder: Path, methods: str = "", baselines: str = "") -> str:
              _interval(r["ci_low"], r["ci_high"]), _p(r["p"]),
              _interval(r["one_set_ci_low"], r["one_set_ci_high"]), _p(r["one_set_p"])]
             for r in c.to_dict("records")]
-    return _markdown(["difference", "protocol", "student", "r_mean", "95 % interval (sets)", "p (Welch)",
+    return _markdown(["difference", "protocol", "student", "r_mean difference", "95 % interval (sets)", "p (Welch)",
                       "one set: interval", "one set: p"], rows)
 
 
