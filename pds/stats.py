@@ -20,8 +20,8 @@ def mean_difference(a: Sequence[float], b: Sequence[float], paired: bool = False
                     confidence: float = 0.95) -> dict:
     """mean(a) - mean(b) with its `confidence` interval and two-sided p-value.
 
-    Unpaired (Welch): standard error sqrt(s_a^2 / n_a + s_b^2 / n_b), Welch-Satterthwaite degrees of freedom,
-    p from `scipy.stats.ttest_ind(equal_var=False)`. Paired: a[i] and b[i] share a seed; the differences
+    Unpaired (Welch, `welch_from_summary` on the groups' means, sample sds and counts): standard error
+    sqrt(s_a^2 / n_a + s_b^2 / n_b), Welch-Satterthwaite degrees of freedom, p from scipy's Welch test. Paired: a[i] and b[i] share a seed; the differences
     d = a - b give standard error s_d / sqrt(n), n - 1 degrees of freedom, p from `scipy.stats.ttest_rel`.
     Returns {diff, ci_low, ci_high, p, test, n_a, n_b, df}. Without any spread (every value equal within each
     group, or every paired difference equal) no test is possible: the interval is the difference itself and p is
@@ -35,29 +35,26 @@ def mean_difference(a: Sequence[float], b: Sequence[float], paired: bool = False
         raise ValueError(f"a t-test needs at least 2 values per group, got {len(a)} and {len(b)}; run more seeds.")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("the values to compare contain NaN or inf.")
+    if not paired:
+        return welch_from_summary(float(a.mean()), float(a.std(ddof=1)), len(a), float(b.mean()),
+                                  float(b.std(ddof=1)), len(b), confidence)
+    if len(a) != len(b):
+        raise ValueError(f"a paired t-test needs one b per a (same seeds), got {len(a)} and {len(b)}.")
     diff = float(a.mean() - b.mean())
-    if paired:
-        if len(a) != len(b):
-            raise ValueError(f"a paired t-test needs one b per a (same seeds), got {len(a)} and {len(b)}.")
-        d = a - b
-        se = d.std(ddof=1) / np.sqrt(len(d))
-        df = float(len(d) - 1)
-        p = stats.ttest_rel(a, b).pvalue if se > 0 else np.nan
-    else:
-        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-        se = np.sqrt(va + vb)
-        # Welch-Satterthwaite; undefined without spread (then no interval width either)
-        df = float((va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))) if se > 0 else np.nan
-        p = stats.ttest_ind(a, b, equal_var=False).pvalue if se > 0 else np.nan
+    d = a - b
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    df = float(len(d) - 1)
+    p = stats.ttest_rel(a, b).pvalue if se > 0 else np.nan
     half = float(stats.t.ppf(0.5 + confidence / 2, df) * se) if se > 0 else 0.0
-    return {"diff": diff, "ci_low": diff - half, "ci_high": diff + half, "p": float(p),
-            "test": "paired" if paired else "welch", "n_a": len(a), "n_b": len(b), "df": df}
+    return {"diff": diff, "ci_low": diff - half, "ci_high": diff + half, "p": float(p), "test": "paired",
+            "n_a": len(a), "n_b": len(b), "df": df}
 
 
 def welch_from_summary(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b: int,
                        confidence: float = 0.95) -> dict:
-    """`mean_difference`'s unpaired (Welch) result from each group's mean, sample sd (ddof = 1) and count alone:
-    what a metrics.json cell holds (r_mean, sd, n), for runs whose per-student rows are not at hand."""
+    """Welch's difference of means (`mean_difference`'s unpaired test) from each group's mean, sample sd (ddof = 1)
+    and count alone: what a metrics.json cell holds (r_mean, sd, n), for runs whose per-student rows are not at
+    hand."""
     if n_a < 2 or n_b < 2:
         raise ValueError(f"a t-test needs at least 2 values per group, got n = {n_a} and {n_b}; run more seeds.")
     if not 0 < confidence < 1:
@@ -65,7 +62,7 @@ def welch_from_summary(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b
     va, vb = sd_a ** 2 / n_a, sd_b ** 2 / n_b
     se = float(np.sqrt(va + vb))
     diff = float(mean_a - mean_b)
-    if se == 0:
+    if se == 0:  # Welch-Satterthwaite is undefined without spread, and the interval has no width
         return {"diff": diff, "ci_low": diff, "ci_high": diff, "p": float("nan"), "test": "welch", "n_a": n_a,
                 "n_b": n_b, "df": float("nan")}
     df = float((va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1)))

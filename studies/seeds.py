@@ -109,16 +109,17 @@ def selected(runs: pd.DataFrame) -> pd.DataFrame:
     return sel
 
 
-def set_means(sel: pd.DataFrame) -> pd.DataFrame:
-    """Per protocol x method x encoder x set: the mean r_mean of its students (METHODS only)."""
-    s = sel[sel["method"].isin(METHODS)]
+def set_means(sel: pd.DataFrame, methods=METHODS) -> pd.DataFrame:
+    """Per protocol x method x encoder x set: the mean r_mean of its students (`methods` only: those whose set
+    depends on a distillation seed)."""
+    s = sel[sel["method"].isin(methods)]
     return (s.groupby(["protocol", "method", "image_encoder", "set_seed"], sort=False)["r_mean"]
             .agg(["mean", "std", "count"]).reset_index()
             .rename(columns={"mean": "r_mean", "std": "sd_students", "count": "students"}))
 
 
 def compare(sel: pd.DataFrame, means: pd.DataFrame, baselines: list[str], first_set: int) -> pd.DataFrame:
-    """Each of METHODS (one value per set: `means`, `set_means(sel)`) minus each baseline (one value per student),
+    """Each method of `means` (one value per set: `set_means(sel)`) minus each baseline (one value per student),
     Welch's test, and the same difference with the students of set `first_set` alone (what a one-set comparison
     says)."""
     rows = []

@@ -22,10 +22,12 @@ studies.tm_curve chose against those methods of the same world's run), `sets <se
 """
 
 import argparse
+import itertools
 import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pds import data, paths, plots, results, stats
@@ -151,47 +153,36 @@ def _chosen_from_metrics(folder: Path, reference: Path, others: list[str]) -> pd
     if ours["n_pairs"] != ref["n_pairs"]:
         raise ValueError(f"{folder}/metrics.json is at M = {ours['n_pairs']} but {reference} at M = "
                          f"{ref['n_pairs']}; compare sets of one budget.")
+    keys = ["method", "protocol", "image_encoder"]
+    a_rows, b_rows = results.rows(ours).set_index(keys), results.rows(ref).set_index(keys)
     rows = []
-    for a in data.load_json(folder / "choice.json")["chosen"]:
-        for b in others:
-            for protocol in (q for q in ours if isinstance(ours[q], dict) and a in ours[q]):
-                for enc, x in ours[protocol][a].items():
-                    y = ref.get(protocol, {}).get(b, {}).get(enc)
-                    if y is None:
-                        continue
-                    r = stats.welch_from_summary(x["r_mean"], x["sd"], x["n"], y["r_mean"], y["sd"], y["n"])
-                    rows.append({"protocol": protocol, "image_encoder": enc, "a": a, "b": b, "mean_a": x["r_mean"],
-                                 "mean_b": y["r_mean"], **r})
+    for a, b in itertools.product(data.load_json(folder / "choice.json")["chosen"], others):
+        for protocol, enc in a_rows.loc[a].index:
+            if (b, protocol, enc) not in b_rows.index:
+                continue
+            x, y = a_rows.loc[(a, protocol, enc)], b_rows.loc[(b, protocol, enc)]
+            rows.append({"protocol": protocol, "image_encoder": enc, "a": a, "b": b, "mean_a": x["r_mean"],
+                         "mean_b": y["r_mean"], **stats.welch_from_summary(x["r_mean"], x["sd"], int(x["n"]),
+                                                                           y["r_mean"], y["sd"], int(y["n"]))})
     return pd.DataFrame(rows)
 
 
 def sets_comparison(reference: Path, set_folders: list[Path], others: str) -> pd.DataFrame:
     """MTT-VL / LoRS over several distillation seeds (`set_folders`: studies.tm_curve outputs of one world and
-    budget, each its chosen sets): per method x protocol x student, the mean of the set means (each set's students
-    averaged at their val-selected epochs), their sample sd, and Welch's test of the set means against each of
-    `others`' students in the reference folder's runs.csv, as studies.seeds compares PDS's sets."""
-    means = []
-    for folder in set_folders:
-        _, ours = chosen_runs(paths.resolve(folder))
-        sel = results.select_epochs(ours)
-        sel = sel[sel["selected_on"] == "val"]
-        means.append(sel.groupby(["protocol", "method", "image_encoder"])["r_mean"].mean().rename(str(folder)))
-    means = pd.concat(means, axis=1)
-    if means.isna().any().any():
-        raise ValueError(f"{', '.join(map(str, set_folders))}: not every set has every method, protocol and student.")
+    budget, each its chosen sets) against `others`' students in the reference folder's runs.csv, compared as
+    studies.seeds compares PDS's sets (`seeds.selected`, `set_means`, `compare`: the set as the unit, Welch's test
+    of the set means; `one_set_*` is the first folder's set alone)."""
+    from studies import seeds
+
+    frames = [chosen_runs(paths.resolve(f))[1].assign(set_seed=k) for k, f in enumerate(set_folders)]
+    methods = list(dict.fromkeys(pd.concat(frames)["method"]))
     ref = pd.read_csv(paths.resolve(reference) / "runs.csv")
-    ref = results.select_epochs(ref[ref["method"].isin(others.split(","))])
-    ref = ref[ref["selected_on"] == "val"]
-    rows = []
-    for (protocol, method, enc), v in means.iterrows():
-        for b in others.split(","):
-            vb = ref[(ref["protocol"] == protocol) & (ref["image_encoder"] == enc) & (ref["method"] == b)]["r_mean"]
-            r = stats.mean_difference(v.to_numpy(), vb.to_numpy())
-            rows.append({"a": method, "b": b, "protocol": protocol, "image_encoder": enc, "mean_a": float(v.mean()),
-                         "sd_sets": float(v.std(ddof=1)), "n_sets": len(v), "mean_b": float(vb.mean()), **r})
-    order = {"field": 0, "paper": 1}
-    return pd.DataFrame(rows).sort_values(["a", "b", "protocol", "image_encoder"], key=lambda c: c.map(order)
-                                          if c.name == "protocol" else c, kind="stable", ignore_index=True)
+    frames.append(ref[ref["method"].isin(others.split(","))].assign(set_seed=np.nan))
+    sel = seeds.selected(pd.concat(frames, ignore_index=True))
+    means = seeds.set_means(sel, methods)
+    if (means.groupby(["protocol", "method", "image_encoder"])["set_seed"].nunique() != len(set_folders)).any():
+        raise ValueError(f"{', '.join(map(str, set_folders))}: not every set has every method, protocol and student.")
+    return seeds.compare(sel, means, others.split(","), first_set=0)
 
 
 def sets(reference: Path, set_folders: str, others: str) -> str:

@@ -103,10 +103,10 @@ def plateau(loss, window: int = 100, tol: float = 0.01) -> dict:
             "stopped_improving": bool(change > -tol)}
 
 
-def reuse_experts(folder, features, t: dict, seed: int) -> tm.Experts:
-    """Another run's experts (`folder`: a tm_curve work folder's experts/), refused unless trained on these
-    caption features with params.yaml's expert settings: experts do not depend on the budget M."""
-    artifacts.open_artifact(folder, "experts", [features])
+def reuse_experts(folder, features, t: dict, seed: int) -> tuple[tm.Experts, artifacts.Artifact]:
+    """Another run's experts (`folder`: a tm_curve work folder's experts/) and their opened run, refused unless
+    trained on these caption features with params.yaml's expert settings: experts do not depend on the budget M."""
+    run = artifacts.open_artifact(folder, "experts", [features])
     experts = tm.load_experts(folder)
     want = {"n_experts": int(t["n_experts"]), "epochs": int(t["epochs"]), "lr_image": float(t["lr_image"]),
             "lr_text": float(t["lr_text"]), "seed": seed}
@@ -115,7 +115,7 @@ def reuse_experts(folder, features, t: dict, seed: int) -> tm.Experts:
     if got != want:
         raise ValueError(f"{folder}: experts trained with {got}, but params.yaml tm: / base.seed say {want}; "
                          "rerun the stage that made them (or leave out --experts to train new ones).")
-    return experts
+    return experts, run
 
 
 def distill_candidates(world_dirs: dict, work: Path, candidates, snapshots, p: dict, n_pairs: int,
@@ -133,15 +133,13 @@ def distill_candidates(world_dirs: dict, work: Path, candidates, snapshots, p: d
                                        world_dirs["dataset_root"], size)
     features = artifacts.open_artifact(world_dirs["text_features"], "text_features")
     if experts_from is not None:
-        experts_dir = paths.resolve(experts_from)
-        experts = reuse_experts(experts_dir, features, t, seed)
+        experts, expert_run = reuse_experts(paths.resolve(experts_from), features, t, seed)
     else:
-        experts_dir = work / "experts"
         # as the tm stage: momentum 0, no weight decay, batch 128, one caption per image per epoch, 2 processes
         experts = tm.train_experts(load, train, int(t["n_experts"]), int(t["epochs"]), float(t["lr_image"]),
                                    float(t["lr_text"]), seed=seed, workers=2)
-        tm.save_experts(experts_dir, experts, [features])
-    expert_run = artifacts.open_artifact(experts_dir, "experts", [features])
+        tm.save_experts(work / "experts", experts, [features])
+        expert_run = artifacts.open_artifact(work / "experts", "experts", [features])
     enc = models.load_image_encoder(experts.encoder, "none", encoders_dir)  # structure only
     caption_ids = pairs["caption_id"].to_numpy(np.int64)
     captions = pairs["caption"].astype(str).to_numpy()

@@ -85,8 +85,9 @@ def test_reuse_experts_takes_a_runs_experts_only_with_its_settings_and_caption_f
                          np.zeros((2, 2)), settings)
     tm.save_experts(tmp_path / "experts", experts, [ours])
     t = {"n_experts": 2, "epochs": 2, "lr_image": 0.1, "lr_text": 0.1}
-    got = tm_curve.reuse_experts(tmp_path / "experts", ours, t, 42)
+    got, run = tm_curve.reuse_experts(tmp_path / "experts", ours, t, 42)
     assert (got.n_experts, got.epochs, got.settings["seed"]) == (2, 2, 42)
+    assert run.folder == tmp_path / "experts"
     for bad, seed in (({**t, "lr_image": 0.2}, 42), ({**t, "n_experts": 4}, 42), (t, 7)):
         with pytest.raises(ValueError, match="experts trained with .* but params.yaml tm: / base.seed say"):
             tm_curve.reuse_experts(tmp_path / "experts", ours, bad, seed)
